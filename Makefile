@@ -1,0 +1,38 @@
+# pyvs: two commands on a fresh machine: `make run` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_TEST := curl
+APT_BENCH := wrk haproxy nginx-light curl
+
+.PHONY: run test deps venv lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# System packages the tests drive for real. Installed only when missing.
+deps: venv
+	@bash scripts/apt-ensure.sh $(APT_TEST)
+
+run: venv
+	$(BIN)/pyvs run $(if $(CONFIG),-c $(CONFIG),)
+
+test: deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check pyvs tests bench
+	$(BIN)/mypy
+
+bench: venv
+	@bash scripts/apt-ensure.sh $(APT_BENCH)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

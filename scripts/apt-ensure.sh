@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install the named Debian packages if any is missing. Runs apt-get update once per call.
+set -euo pipefail
+missing=()
+for p in "$@"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+  echo "apt-ensure: need root to install: ${missing[*]}" >&2
+  exit 1
+fi
+echo "apt-ensure: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${missing[@]}" >/dev/null
