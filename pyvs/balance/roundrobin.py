@@ -1,14 +1,46 @@
 """Round robin: smooth weighted (nginx's algorithm) and static round robin.
 
 Smooth weighted round robin (nginx ``ngx_http_upstream_get_peer``): each pick adds
-every eligible target's weight to its ``current`` score, takes the highest, and
+every pool member's weight to its ``current`` score, takes the highest, and
 subtracts the total weight from the winner. With weights 5,1,1 this yields
-a a b a c a a rather than a a a a a b c: load is interleaved, not bursty.
+a a b a c a a rather than a a a a a b c: load is interleaved, not bursty. Over any
+window of ``sum(weights)`` picks each server gets exactly its weight's share, and a
+weight change takes effect on the next pick at O(1) cost: nothing is rebuilt.
+
+A pick is O(n) in the pool size, which for the tens of servers of a backend is a
+short loop over a cached list; the hashing algorithms reuse :func:`smooth_pick`
+as their fallback when a request carries no key.
+
+``static-rr`` precomputes one full cycle of that same interleaved order, so each
+pick is O(1) however large the pool; the price is that any weight or membership
+change rebuilds the cycle in O(sum of weights), which is why HAProxy calls it
+static and why it suits large, rarely changing pools.
 """
 
 from __future__ import annotations
 
+from math import gcd
+
 from pyvs.balance.base import PickContext, Scheduler, Target, register
+
+
+def smooth_pick(pool: list[Target], current: list[int]) -> Target | None:
+    """One step of smooth weighted round robin over ``pool``; ``current`` is indexed by target."""
+    if not pool:
+        return None
+    if len(pool) == 1:
+        return pool[0]
+    total = 0
+    best = pool[0]
+    best_score = -(1 << 62)
+    for t in pool:
+        score = current[t.index] + t.weight
+        current[t.index] = score
+        total += t.weight
+        if score > best_score:
+            best, best_score = t, score
+    current[best.index] -= total
+    return best
 
 
 @register
@@ -17,50 +49,75 @@ class RoundRobin(Scheduler):
 
     name = "roundrobin"
 
-    def __init__(self, targets: list[Target], *, seed: int | None = None, arg: str = "") -> None:
-        super().__init__(targets, seed=seed, arg=arg)
-        self._current = [0] * len(targets)
+    _current: list[int]
+
+    def setup(self) -> None:
+        self._current = [0] * len(self.targets)
+
+    def pool_changed(self, target: Target, flipped: bool) -> None:
+        # A returning server starts from a neutral score instead of a stale debt or credit.
+        if flipped:
+            self._current = [0] * len(self.targets)
+        else:
+            self._current[target.index] = 0
 
     def pick(self, ctx: PickContext) -> Target | None:
-        pool = self.candidates(ctx)
-        if not pool:
-            return None
-        if len(pool) == 1:
-            return pool[0]
-        cur = self._current
-        total = 0
-        best: Target | None = None
-        best_score = 0
+        return smooth_pick(self.candidates(ctx), self._current)
+
+
+def interleaved_cycle(pool: list[Target]) -> list[Target]:
+    """One full smooth-weighted cycle over ``pool`` (weights reduced by their gcd)."""
+    if not pool:
+        return []
+    g = 0
+    for t in pool:
+        g = gcd(g, t.weight)
+    weights = {t.index: t.weight // g for t in pool}
+    total = sum(weights.values())
+    current = {t.index: 0 for t in pool}
+    cycle: list[Target] = []
+    for _ in range(total):
+        best = pool[0]
+        best_score = -(1 << 62)
         for t in pool:
-            score = cur[t.index] + t.weight
-            cur[t.index] = score
-            total += t.weight
-            if best is None or score > best_score:
-                best, best_score = t, score
-        assert best is not None
-        cur[best.index] -= total
-        return best
+            current[t.index] += weights[t.index]
+            if current[t.index] > best_score:
+                best, best_score = t, current[t.index]
+        current[best.index] -= total
+        cycle.append(best)
+    return cycle
 
 
 @register
 class StaticRoundRobin(Scheduler):
-    """Plain rotation over eligible targets, each repeated by its weight (HAProxy static-rr)."""
+    """Precomputed interleaved cycle: O(1) picks, rebuilds on any change (HAProxy static-rr)."""
 
     name = "static-rr"
 
-    def __init__(self, targets: list[Target], *, seed: int | None = None, arg: str = "") -> None:
-        super().__init__(targets, seed=seed, arg=arg)
+    _cycle: list[Target] | None
+
+    def setup(self) -> None:
+        self._cycle = None
         self._pos = 0
-        self._served = 0
+
+    def pool_changed(self, target: Target, flipped: bool) -> None:
+        self._cycle = None
 
     def pick(self, ctx: PickContext) -> Target | None:
-        pool = self.candidates(ctx)
-        if not pool:
+        cycle = self._cycle
+        if cycle is None:
+            cycle = self._cycle = interleaved_cycle(self.pool())
+        n = len(cycle)
+        if n == 0:
             return None
-        n = len(pool)
-        t = pool[self._pos % n]
-        self._served += 1
-        if self._served >= max(t.weight, 1):
-            self._served = 0
-            self._pos = (self._pos + 1) % n
+        pos = self._pos % n
+        t = cycle[pos]
+        if ctx.exclude and t.index in ctx.exclude:
+            # Walk on to the next non-excluded entry; give up after one full cycle.
+            for step in range(1, n):
+                cand = cycle[(pos + step) % n]
+                if cand.index not in ctx.exclude:
+                    t, pos = cand, (pos + step) % n
+                    break
+        self._pos = pos + 1
         return t

@@ -1,0 +1,267 @@
+"""The configuration schema: one pydantic model per section, unknown keys rejected.
+
+Every field carries a description: ``pyvs config schema`` exports them as JSON Schema
+(editor completion) and ``tests/unit/test_config_reference.py`` checks that
+``docs/configuration.md`` documents each one. Cross-references (a listener naming a
+backend that does not exist) are checked by :meth:`Config._check_references` so the
+error names the key that is wrong.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pyvs.config.units import Duration, Size
+
+
+class Model(BaseModel):
+    """Base: unknown keys are errors, values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def parse_address(value: str, *, what: str = "host:port") -> tuple[str, int]:
+    """``"127.0.0.1:80"`` / ``"[::1]:80"`` / ``"localhost:80"`` -> (host, port)."""
+    if not isinstance(value, str) or ":" not in value:
+        raise ValueError(f"expected {what}, got {value!r}")
+    host, _, port_s = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        ipaddress.IPv6Address(host)
+    elif ":" in host:
+        raise ValueError(f"expected {what} (IPv6 addresses go in brackets: [::1]:80), got {value!r}")
+    if not host:
+        raise ValueError(f"expected {what}, the host is empty in {value!r}")
+    if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise ValueError(f"expected {what} with a port 0-65535, got {value!r}")
+    return host, int(port_s)
+
+
+def _address(value: str) -> str:
+    parse_address(value)
+    return value
+
+
+class GlobalConfig(Model):
+    """Process-wide settings."""
+
+    workers: int = Field(0, ge=0, le=256, description="Worker processes; 0 means one per CPU core.")
+    grace: Duration = Field(
+        30.0, description="On SIGTERM or reload, how long in-flight requests may take to finish."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
+    stats_interval: Duration = Field(
+        1.0, gt=0, description="How often workers send their counters to the supervisor."
+    )
+
+
+class AdminConfig(Model):
+    """The management endpoint (JSON status now; REST API and dashboard later)."""
+
+    listen: str | None = Field(
+        "127.0.0.1:9090", description="host:port of the admin HTTP server; null disables it."
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        return None if v is None else _address(v)
+
+
+class DemoServer(Model):
+    """A tiny HTTP server pyvs starts itself, so a new user sees balancing at once."""
+
+    name: str = Field(description="Name the demo server reports in its answers.")
+    listen: str = Field(description="host:port it listens on.")
+
+    _v = field_validator("listen")(lambda cls, v: _address(v))
+
+
+class DemoConfig(Model):
+    """Demo backends started inside pyvs's process tree (used by the embedded default)."""
+
+    servers: list[DemoServer] = Field(default_factory=list, description="Demo servers to start.")
+
+
+class ForwardedConfig(Model):
+    """Client-identity headers added to proxied requests."""
+
+    x_forwarded_for: bool = Field(True, description="Add the client address to X-Forwarded-For.")
+    x_forwarded_proto: bool = Field(True, description="Set X-Forwarded-Proto (http or https).")
+    x_forwarded_host: bool = Field(True, description="Set X-Forwarded-Host to the request's Host.")
+    forwarded: bool = Field(False, description="Add an RFC 7239 Forwarded header (for=, proto=, host=).")
+    via: bool = Field(False, description="Add a Via header (`1.1 pyvs`).")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description=(
+            "CIDRs of peers whose incoming X-Forwarded-*/Forwarded headers are kept and appended to; "
+            "from any other peer those headers are removed first, so clients cannot spoof them."
+        ),
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for item in v:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"expected a CIDR like 10.0.0.0/8, got {item!r}") from None
+        return v
+
+
+class ListenerTimeouts(Model):
+    """Client-side timeouts of an HTTP listener."""
+
+    client: Duration = Field(60.0, gt=0, description="Idle keep-alive time between requests.")
+    request: Duration = Field(
+        30.0, gt=0, description="Time allowed to receive a whole request head (slow-client guard)."
+    )
+
+
+class RouteMatch(Model):
+    """Conditions of a route; all given conditions must hold."""
+
+    host: str | None = Field(None, description="Host header (port stripped, case-insensitive).")
+    path_prefix: str | None = Field(None, description="The request path starts with this.")
+    path: str | None = Field(None, description="The request path equals this exactly.")
+
+
+class Route(Model):
+    """Send matching requests to a backend. First match wins."""
+
+    match: RouteMatch | None = Field(None, description="Conditions; absent means match everything.")
+    backend: str = Field(description="Name of the backend to use.")
+
+
+class Listener(Model):
+    """A listening address and what to do with its traffic."""
+
+    name: str = Field(description="Unique listener name (appears in logs and stats).")
+    mode: Literal["http", "tcp", "udp"] = Field("http", description="Protocol handled by the listener.")
+    bind: list[str] = Field(min_length=1, description="Addresses to listen on, host:port.")
+    backend: str | None = Field(None, description="Default backend (same as a last route without match).")
+    routes: list[Route] = Field(default_factory=list, description="Ordered routing rules (http only).")
+    forwarded: ForwardedConfig = Field(default_factory=ForwardedConfig, description="Forwarding headers.")
+    timeouts: ListenerTimeouts = Field(default_factory=ListenerTimeouts, description="Client timeouts.")
+    max_header_size: Size = Field(
+        65536, ge=1024, description="Largest accepted request head (request line and headers)."
+    )
+    backlog: int = Field(1024, ge=1, description="listen() backlog.")
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, v: list[str]) -> list[str]:
+        return [_address(a) for a in v]
+
+    @model_validator(mode="after")
+    def _needs_target(self) -> Listener:
+        if self.mode != "http":
+            raise ValueError(f"mode {self.mode!r} is not available yet (only 'http' is implemented)")
+        if self.backend is None and not any(r.match is None for r in self.routes) and not self.routes:
+            raise ValueError("needs a backend or routes")
+        return self
+
+
+class Server(Model):
+    """One real server of a backend."""
+
+    name: str = Field(description="Unique name within the backend.")
+    address: str = Field(description="host:port of the server.")
+    weight: int = Field(1, ge=0, le=256, description="Relative share of traffic; 0 takes none.")
+    backup: bool = Field(False, description="Used only when no non-backup server is up.")
+    maxconn: int = Field(0, ge=0, description="Most concurrent requests sent to it; 0 = no limit.")
+
+    _v = field_validator("address")(lambda cls, v: _address(v))
+
+
+class BackendTimeouts(Model):
+    """Server-side timeouts."""
+
+    connect: Duration = Field(5.0, gt=0, description="TCP connect to a server.")
+    server: Duration = Field(
+        60.0, gt=0, description="Waiting for the server: its response head, and each read after it."
+    )
+    total: Duration = Field(0.0, ge=0, description="Whole exchange, request to end of response; 0 = none.")
+
+
+class PoolConfig(Model):
+    """Idle keep-alive connections kept per server and reused across clients."""
+
+    max_idle: int = Field(64, ge=0, description="Idle connections kept per server (per worker); 0 disables reuse.")
+    idle_timeout: Duration = Field(
+        30.0, gt=0, description="Close a pooled connection idle this long (keep below the server's own)."
+    )
+
+
+class Backend(Model):
+    """A pool of servers and how to choose among them."""
+
+    name: str = Field(description="Unique backend name.")
+    balance: str = Field("roundrobin", description="Scheduling algorithm, e.g. roundrobin, static-rr.")
+    hash_type: Literal["map", "consistent"] = Field("map", description="For hash-based algorithms.")
+    servers: list[Server] = Field(min_length=1, description="The servers.")
+    timeouts: BackendTimeouts = Field(default_factory=BackendTimeouts, description="Server timeouts.")
+    pool: PoolConfig = Field(default_factory=PoolConfig, description="Connection reuse.")
+    retries: int = Field(
+        2, ge=0, le=10, description="Extra attempts on another server after a failed connect."
+    )
+
+    @field_validator("balance")
+    @classmethod
+    def _balance(cls, v: str) -> str:
+        from pyvs.balance import load_all
+        from pyvs.balance.base import REGISTRY, parse_spec
+
+        load_all()
+        name, _ = parse_spec(v)
+        if name not in REGISTRY:
+            raise ValueError(f"unknown algorithm {v!r}; known: {', '.join(sorted(REGISTRY))}")
+        return v
+
+    @field_validator("servers")
+    @classmethod
+    def _unique(cls, v: list[Server]) -> list[Server]:
+        seen: set[str] = set()
+        for s in v:
+            if s.name in seen:
+                raise ValueError(f"server name {s.name!r} is used twice")
+            seen.add(s.name)
+        return v
+
+
+class Config(Model):
+    """The whole configuration file."""
+
+    global_: GlobalConfig = Field(default_factory=GlobalConfig, alias="global", description="Process settings.")
+    admin: AdminConfig = Field(default_factory=AdminConfig, description="Admin endpoint.")
+    demo: DemoConfig = Field(default_factory=DemoConfig, description="Built-in demo backends.")
+    listeners: list[Listener] = Field(default_factory=list, description="Listeners.")
+    backends: list[Backend] = Field(default_factory=list, description="Backends.")
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Config:
+        names = [b.name for b in self.backends]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"backends: name {sorted(dup)[0]!r} is used twice")
+        lnames = [x.name for x in self.listeners]
+        ldup = {n for n in lnames if lnames.count(n) > 1}
+        if ldup:
+            raise ValueError(f"listeners: name {sorted(ldup)[0]!r} is used twice")
+        known = set(names)
+        binds: dict[str, str] = {}
+        for i, lst in enumerate(self.listeners):
+            if lst.backend is not None and lst.backend not in known:
+                raise ValueError(f"listeners[{i}].backend: no backend named {lst.backend!r}")
+            for j, r in enumerate(lst.routes):
+                if r.backend not in known:
+                    raise ValueError(f"listeners[{i}].routes[{j}].backend: no backend named {r.backend!r}")
+            for addr in lst.bind:
+                if addr in binds:
+                    raise ValueError(f"listeners[{i}].bind: {addr} is also bound by listener {binds[addr]!r}")
+                binds[addr] = lst.name
+        return self

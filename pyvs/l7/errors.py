@@ -1,0 +1,51 @@
+"""The small responses pyvs itself sends (400, 502, 503, 504, ...), built once."""
+
+from __future__ import annotations
+
+REASONS = {
+    400: b"Bad Request",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
+}
+
+_BODIES = {
+    400: b"pyvs: the request is malformed.\n",
+    408: b"pyvs: the request took too long to arrive.\n",
+    431: b"pyvs: the request head is too large.\n",
+    502: b"pyvs: the server failed to answer properly.\n",
+    503: b"pyvs: no server is available to handle this request.\n",
+    504: b"pyvs: the server did not answer in time.\n",
+}
+
+
+def _build(status: int, close: bool) -> bytes:
+    body = _BODIES.get(status, b"pyvs: " + REASONS.get(status, b"Error").lower() + b".\n")
+    head = [
+        b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Error")),
+        b"Content-Type: text/plain; charset=utf-8\r\n",
+        b"Content-Length: %d\r\n" % len(body),
+        b"Cache-Control: no-store\r\n",
+    ]
+    if close:
+        head.append(b"Connection: close\r\n")
+    return b"".join(head) + b"\r\n" + body
+
+
+_CACHE: dict[tuple[int, bool], bytes] = {}
+
+
+def error_response(status: int, close: bool) -> bytes:
+    """The full response bytes for ``status``; ``close`` adds ``Connection: close``."""
+    key = (status, close)
+    data = _CACHE.get(key)
+    if data is None:
+        data = _CACHE[key] = _build(status, close)
+    return data

@@ -1,0 +1,27 @@
+"""Listening sockets: every worker binds its own with SO_REUSEPORT."""
+
+from __future__ import annotations
+
+import socket
+
+from pyvs.config.schema import parse_address
+
+
+def bind_socket(address: str, *, reuse_port: bool = True) -> socket.socket:
+    """A bound, non-blocking TCP socket (not yet listening) for ``host:port``."""
+    host, port = parse_address(address)
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, stype, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, stype, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -1,0 +1,237 @@
+"""The supervisor: owns the config, forks workers, aggregates their counters.
+
+Theory of operation
+-------------------
+``pyvs run`` validates the config, checks every listener address can be bound
+(so "address in use" is reported before anything starts), forks
+``global.workers`` workers and only then creates its own event loop (forking a
+process that already runs an event loop is unsafe). The supervisor's loop runs the
+demo servers, the admin API and one reader per worker channel. A worker that dies
+unexpectedly is restarted; SIGTERM/SIGINT stop the workers gracefully (they drain
+their connections) and then the supervisor exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyvs.config.schema import Config
+from pyvs.runtime.sockets import bind_socket
+from pyvs.runtime.stats import aggregate
+
+log = logging.getLogger("pyvs")
+
+
+@dataclass
+class WorkerHandle:
+    index: int
+    pid: int
+    chan: socket.socket
+    ready: bool = False
+    started: float = field(default_factory=time.time)
+    restarts: int = 0
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+class Supervisor:
+    def __init__(self, cfg: Config, source: str) -> None:
+        self.cfg = cfg
+        self.source = source
+        self.nworkers = cfg.global_.workers or os.cpu_count() or 1
+        self.workers: dict[int, WorkerHandle] = {}
+        self.started = time.time()
+        self.stopping = False
+        self.held: list[socket.socket] = []
+        self.all_ready: asyncio.Event | None = None
+
+    # ---------------------------------------------------------------- start
+    def check_binds(self) -> None:
+        """Bind every listener address once (SO_REUSEPORT) to fail early on conflicts."""
+        for lst in self.cfg.listeners:
+            for addr in lst.bind:
+                try:
+                    self.held.append(bind_socket(addr))
+                except OSError as exc:
+                    raise SystemExit(f"pyvs: listener {lst.name!r} cannot bind {addr}: {exc.strerror}") from None
+
+    def spawn(self, index: int) -> WorkerHandle:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # child
+            parent.close()
+            for h in self.workers.values():
+                h.chan.close()
+            from pyvs.runtime.worker import run_worker
+
+            code = 1
+            try:
+                code = run_worker(self.cfg, index, child)
+            finally:
+                os._exit(code)
+        child.close()
+        handle = WorkerHandle(index=index, pid=pid, chan=parent)
+        old = self.workers.get(index)
+        if old is not None:
+            handle.restarts = old.restarts + 1
+        self.workers[index] = handle
+        return handle
+
+    def run(self) -> int:
+        import uvloop
+
+        self.check_binds()
+        for i in range(self.nworkers):
+            self.spawn(i)
+        try:
+            uvloop.run(self._main())
+        finally:
+            for s in self.held:
+                s.close()
+        return 0
+
+    async def _main(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        self.all_ready = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        runners: list[Any] = []
+        if self.cfg.demo.servers:
+            from pyvs.demo import start_demo_servers
+
+            runners.append(await start_demo_servers(self.cfg.demo.servers))
+        for h in list(self.workers.values()):
+            self._watch(h)
+        if self.cfg.admin.listen:
+            from pyvs.admin.server import start_admin
+
+            runners.append(await start_admin(self, self.cfg.admin.listen))
+        try:
+            await asyncio.wait_for(self.all_ready.wait(), 15)
+        except TimeoutError:
+            log.error("workers did not become ready in 15 s")
+        self._banner()
+        await stop.wait()
+        log.info("stopping: draining workers (grace %.0fs)", self.cfg.global_.grace)
+        await self._stop_workers()
+        for r in runners:
+            await r.cleanup()
+
+    def _banner(self) -> None:
+        lines = [f"pyvs {_version()} running from {self.source} with {self.nworkers} worker(s)"]
+        for lst in self.cfg.listeners:
+            for addr in lst.bind:
+                lines.append(f"  listener {lst.name:<10} {lst.mode}  http://{addr}/")
+        if self.cfg.admin.listen:
+            lines.append(f"  admin                  http://{self.cfg.admin.listen}/status")
+        lines.append("  try: curl -s http://{}/".format(self.cfg.listeners[0].bind[0]) if self.cfg.listeners else "")
+        print("\n".join(x for x in lines if x), flush=True)
+
+    # ------------------------------------------------------------- workers
+    def _watch(self, h: WorkerHandle) -> None:
+        """Read the worker's channel and learn of its exit through a pidfd (uvloop
+        keeps SIGCHLD for itself)."""
+        loop = asyncio.get_running_loop()
+        loop.create_task(self._read_channel(h))
+        fd = os.pidfd_open(h.pid)
+
+        def exited() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            self._reap()
+
+        loop.add_reader(fd, exited)
+
+    async def _read_channel(self, h: WorkerHandle) -> None:
+        reader, writer = await asyncio.open_unix_connection(sock=h.chan)
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue
+                if msg.get("type") == "ready":
+                    h.ready = True
+                    if all(w.ready for w in self.workers.values()) and self.all_ready is not None:
+                        self.all_ready.set()
+                elif msg.get("type") == "stats":
+                    h.report = msg
+        finally:
+            writer.close()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            for h in list(self.workers.values()):
+                if h.pid == pid:
+                    h.pid = 0
+                    if not self.stopping:
+                        code = os.waitstatus_to_exitcode(status)
+                        log.error("worker %d (pid %d) exited with %s; restarting", h.index, pid, code)
+                        self._watch(self.spawn(h.index))
+
+    async def _stop_workers(self) -> None:
+        self.stopping = True
+        for h in self.workers.values():
+            if h.pid:
+                try:
+                    os.kill(h.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + self.cfg.global_.grace + 5
+        while any(h.pid for h in self.workers.values()) and time.monotonic() < deadline:
+            self._reap()
+            await asyncio.sleep(0.05)
+        for h in self.workers.values():
+            if h.pid:
+                os.kill(h.pid, signal.SIGKILL)
+
+    # -------------------------------------------------------------- status
+    def status(self) -> dict[str, Any]:
+        reports = [h.report for h in self.workers.values() if h.report]
+        agg = aggregate(reports)
+        return {
+            "version": _version(),
+            "pid": os.getpid(),
+            "config": self.source,
+            "uptime": round(time.time() - self.started, 1),
+            "workers": [
+                {
+                    "index": h.index,
+                    "pid": h.pid,
+                    "ready": h.ready,
+                    "restarts": h.restarts,
+                    "connections": h.report.get("connections", 0),
+                }
+                for h in self.workers.values()
+            ],
+            "listeners": [
+                {"name": lc.name, "mode": lc.mode, "bind": list(lc.bind)} for lc in self.cfg.listeners
+            ],
+            **agg,
+        }
+
+
+def _version() -> str:
+    from pyvs import __version__
+
+    return __version__

@@ -1,0 +1,128 @@
+"""A worker process: owns the data path for every listener.
+
+Each worker binds its own listening sockets with SO_REUSEPORT, so the kernel spreads
+new connections across workers without a shared accept lock. The worker talks to
+the supervisor over one Unix socket: it reports ``ready`` once listening, then a
+counters snapshot every ``stats_interval``. SIGTERM starts a graceful drain:
+listeners close at once, idle client connections close, busy ones finish their
+current exchange (up to ``global.grace``), then the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+from typing import Any
+
+from pyvs.config.schema import Config
+from pyvs.l7.frontend import HttpFrontend
+from pyvs.l7.listener import ListenerRuntime
+from pyvs.runtime.sockets import bind_socket
+from pyvs.runtime.stats import WorkerStats
+from pyvs.runtime.timers import Sweeper
+from pyvs.upstream.server import BackendRuntime
+
+log = logging.getLogger("pyvs.worker")
+
+
+class WorkerRuntime:
+    """Everything one worker holds: backends, listeners, counters, live connections."""
+
+    def __init__(self, cfg: Config, index: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.loop = loop
+        self.stats = WorkerStats()
+        self.frontends: set[HttpFrontend] = set()
+        self.sweeper = Sweeper(loop)
+        self.draining = False
+        self.backends = {b.name: BackendRuntime(b, seed=index) for b in cfg.backends}
+        self.listeners = [ListenerRuntime(lc, self.backends, self) for lc in cfg.listeners]
+        self.servers: list[asyncio.Server] = []
+
+    async def start(self) -> None:
+        self.sweeper.start()
+        for lst in self.listeners:
+            for addr in lst.cfg.bind:
+                sock = bind_socket(addr)
+                server = await self.loop.create_server(
+                    lambda lst=lst: HttpFrontend(lst), sock=sock, backlog=lst.cfg.backlog  # type: ignore[misc]
+                )
+                self.servers.append(server)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "type": "stats",
+            "worker": self.index,
+            "pid": os.getpid(),
+            "stats": self.stats.snapshot(),
+            "connections": len(self.frontends),
+            "backends": [b.statistics() for b in self.backends.values()],
+        }
+
+    async def drain(self, grace: float) -> None:
+        self.draining = True
+        for server in self.servers:
+            server.close()
+        for f in list(self.frontends):
+            f.drain()
+        deadline = self.loop.time() + grace
+        while self.frontends and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for f in list(self.frontends):
+            f._abort()
+        for b in self.backends.values():
+            b.close_idle()
+        self.sweeper.stop()
+
+
+async def _worker_main(cfg: Config, index: int, chan: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    rt = WorkerRuntime(cfg, index, loop)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)
+    reader, writer = await asyncio.open_unix_connection(sock=chan)
+
+    def send(msg: dict[str, Any]) -> None:
+        writer.write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+
+    await rt.start()
+    send({"type": "ready", "worker": index, "pid": os.getpid()})
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(cfg.global_.stats_interval)
+            send(rt.report())
+
+    async def supervisor_gone() -> None:
+        await reader.read()  # EOF: the supervisor died; do not linger as an orphan
+        stop.set()
+
+    tasks = [asyncio.create_task(ticker()), asyncio.create_task(supervisor_gone())]
+    await stop.wait()
+    await rt.drain(cfg.global_.grace)
+    send(rt.report())
+    for t in tasks:
+        t.cancel()
+    try:
+        await asyncio.wait_for(writer.drain(), 1.0)
+    except (OSError, TimeoutError):
+        pass
+
+
+def run_worker(cfg: Config, index: int, chan: socket.socket) -> int:
+    """Entry point in the forked child. Returns the exit status."""
+    import uvloop
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which stops us
+    try:
+        uvloop.run(_worker_main(cfg, index, chan))
+    except Exception:
+        log.exception("worker %d crashed", index)
+        return 1
+    return 0

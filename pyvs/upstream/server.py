@@ -1,0 +1,126 @@
+"""Runtime state of backends and servers inside one worker.
+
+A :class:`BackendRuntime` is built once per worker from the immutable config; it
+owns the scheduler and, per server, the pool of idle keep-alive connections.
+Counters are plain integers (no locks, no syscalls) that the worker ships to the
+supervisor every ``stats_interval``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pyvs.balance.base import PickContext, Scheduler, Target, create
+from pyvs.config.schema import Backend, parse_address
+
+if TYPE_CHECKING:
+    from pyvs.upstream.connection import UpstreamConn
+
+
+class ServerState:
+    """One server: address, scheduler target, idle pool and counters."""
+
+    __slots__ = (
+        "active",
+        "backend",
+        "conn_failures",
+        "host",
+        "host_header",
+        "idle",
+        "name",
+        "opened",
+        "port",
+        "requests",
+        "responses_5xx",
+        "reused",
+        "target",
+    )
+
+    def __init__(self, backend: BackendRuntime, index: int, name: str, address: str, weight: int,
+                 backup: bool, maxconn: int) -> None:
+        self.backend = backend
+        self.name = name
+        self.host, self.port = parse_address(address)
+        # Used as Host for HTTP/1.0 requests that carry none.
+        self.host_header = address.encode()
+        self.target = Target(index=index, name=name, weight=weight, backup=backup, maxconn=maxconn)
+        self.idle: list[UpstreamConn] = []
+        self.requests = 0
+        self.opened = 0
+        self.reused = 0
+        self.conn_failures = 0
+        self.responses_5xx = 0
+        self.active = 0
+
+    def take_idle(self, now: float, max_idle_age: float) -> UpstreamConn | None:
+        """Most recently used idle connection, or None. ``max_idle_age`` > 0 restricts
+        the choice to connections idle less than that (used for non-idempotent requests)."""
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if conn.closed:
+                continue
+            if max_idle_age and now - conn.idle_since > max_idle_age:
+                idle.append(conn)
+                return None
+            return conn
+        return None
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "address": f"{self.host}:{self.port}",
+            "weight": self.target.weight,
+            "backup": self.target.backup,
+            "eligible": self.target.eligible,
+            "requests": self.requests,
+            "active": self.active,
+            "connections_opened": self.opened,
+            "connections_reused": self.reused,
+            "connect_failures": self.conn_failures,
+            "responses_5xx": self.responses_5xx,
+            "idle_pooled": len(self.idle),
+        }
+
+
+class BackendRuntime:
+    """A backend inside one worker: servers, scheduler, timeouts."""
+
+    def __init__(self, cfg: Backend, *, seed: int | None = None) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.servers = [
+            ServerState(self, i, s.name, s.address, s.weight, s.backup, s.maxconn)
+            for i, s in enumerate(cfg.servers)
+        ]
+        self.by_index = {s.target.index: s for s in self.servers}
+        self.scheduler: Scheduler = create(cfg.balance, [s.target for s in self.servers], seed=seed)
+        self.connect_timeout = cfg.timeouts.connect
+        self.server_timeout = cfg.timeouts.server
+        self.total_timeout = cfg.timeouts.total
+        self.retries = cfg.retries
+        self.max_idle = cfg.pool.max_idle
+        self.idle_timeout = cfg.pool.idle_timeout
+        self.no_server = 0
+        # One shared context for schedulers that read nothing from the request.
+        self._empty_ctx = PickContext()
+
+    def pick(self, exclude: frozenset[int] = frozenset()) -> ServerState | None:
+        ctx = self._empty_ctx if not exclude else PickContext(exclude=exclude)
+        target = self.scheduler.pick(ctx)
+        if target is None:
+            return None
+        return self.by_index[target.index]
+
+    def close_idle(self) -> None:
+        for s in self.servers:
+            while s.idle:
+                s.idle.pop().close()
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "balance": self.cfg.balance,
+            "no_server": self.no_server,
+            "servers": [s.statistics() for s in self.servers],
+        }
