@@ -254,7 +254,8 @@ def create(
     try:
         cls = REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown balance algorithm {spec!r}; known: {', '.join(sorted(REGISTRY))}") from None
+        known = ", ".join(sorted(REGISTRY))
+        raise ValueError(f"unknown balance algorithm {spec!r}; known: {known}") from None
     if arg and cls.arg_kind == "none":
         raise ValueError(f"balance algorithm {name!r} takes no argument")
     if not arg and cls.arg_kind == "required":

@@ -178,7 +178,7 @@ def _tokens(value: bytes) -> list[bytes]:
 class RequestReader:
     """Parse a stream of requests (keep-alive, pipelined) into sink events."""
 
-    __slots__ = ("_head", "_head_bytes", "_in_head", "_parser", "_sink", "_trailers", "max_head")
+    __slots__ = ("_head", "_head_bytes", "_in_head", "_parser", "_partial", "_sink", "_trailers", "max_head")
 
     def __init__(self, sink: RequestSink, max_head: int = 65536) -> None:
         self._sink = sink
@@ -186,7 +186,8 @@ class RequestReader:
         self._parser = httptools.HttpRequestParser(self)
         self._head = RequestHead()
         self._in_head = False
-        self._head_bytes = 0
+        self._head_bytes = 0  # parsed request-line and field bytes of the current head
+        self._partial = 0  # bytes fed while a head is incomplete (llhttp buffers them)
         self._trailers: bytearray | None = None
 
     def feed(self, data: bytes) -> int | None:
@@ -206,8 +207,8 @@ class RequestReader:
         except httptools.HttpParserError as exc:
             raise ProtocolError(f"malformed request: {exc}") from None
         if self._in_head:
-            self._head_bytes += len(data)
-            if self._head_bytes > self.max_head:
+            self._partial += len(data)
+            if self._partial > self.max_head:
                 raise ProtocolError("request head too large", 431)
         return None
 
@@ -216,10 +217,14 @@ class RequestReader:
         self._head = RequestHead()
         self._in_head = True
         self._head_bytes = 0
+        self._partial = 0
         self._trailers = None
 
     def on_url(self, url: bytes) -> None:
         self._head.target += url
+        self._head_bytes += len(url)
+        if self._head_bytes > self.max_head:
+            raise ProtocolError("request target too long", 414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._trailers is not None:
@@ -227,6 +232,9 @@ class RequestReader:
                 self._trailers += name + b": " + value + b"\r\n"
             return
         head = self._head
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self.max_head:
+            raise ProtocolError("request head too large", 431)
         head.headers.append((name, value))
         lname = name.lower()
         if lname not in _REQ_SPECIAL:

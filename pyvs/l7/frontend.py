@@ -386,20 +386,20 @@ class HttpFrontend(asyncio.Protocol):
                 parts += (b"X-Forwarded-For: ", head.xff, b", ", ip, b"\r\n")
             else:
                 parts += (b"X-Forwarded-For: ", ip, b"\r\n")
-        elif head.xff is not None:
+        elif self.trusted and head.xff is not None:
             parts += (b"X-Forwarded-For: ", head.xff, b"\r\n")
         if lst.fw_xfp:
             if self.trusted and head.xf_proto:
                 parts += (b"X-Forwarded-Proto: ", head.xf_proto, b"\r\n")
             else:
                 parts.append(lst.xfp_line)
-        elif head.xf_proto is not None:
+        elif self.trusted and head.xf_proto is not None:
             parts += (b"X-Forwarded-Proto: ", head.xf_proto, b"\r\n")
         if lst.fw_xfh:
             xfh = head.xf_host if self.trusted and head.xf_host else head.host
             if xfh:
                 parts += (b"X-Forwarded-Host: ", xfh, b"\r\n")
-        elif head.xf_host is not None:
+        elif self.trusted and head.xf_host is not None:
             parts += (b"X-Forwarded-Host: ", head.xf_host, b"\r\n")
         if lst.fw_forwarded:
             node = b'"[' + ip + b']"' if b":" in ip else ip
@@ -409,7 +409,7 @@ class HttpFrontend(asyncio.Protocol):
             if self.trusted and head.forwarded:
                 elem = head.forwarded + b", " + elem
             parts += (b"Forwarded: ", elem, b"\r\n")
-        elif head.forwarded is not None:
+        elif self.trusted and head.forwarded is not None:
             parts += (b"Forwarded: ", head.forwarded, b"\r\n")
         if lst.fw_via:
             parts += (b"Via: ", b"1.0 pyvs" if head.version == "1.0" else lst.via_value, b"\r\n")
@@ -662,10 +662,21 @@ class HttpFrontend(asyncio.Protocol):
 
     def _protocol_error(self, exc: ProtocolError) -> None:
         self.worker.stats.bad_requests += 1
-        if self.resp_started or self.active is not None:
-            # Mid-exchange garbage (e.g. a bad chunk): the request cannot be completed.
+        if self.resp_started:
+            # Garbage while a response is being sent: it cannot be answered any more.
             self._abort()
             return
+        up = self.up
+        if up is not None:  # e.g. a bad chunk in a body already being forwarded
+            self.up = None
+            self._server_done(self.active)
+            up.abort()
+        if self.connecting is not None:
+            self.connecting = None
+            if self.connect_task is not None:
+                self.connect_task.cancel()
+        self.active = None
+        self.pending = None
         t = self.transport
         if t is not None and not self.closed:
             t.write(error_response(exc.status, True))
