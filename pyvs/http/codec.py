@@ -84,9 +84,9 @@ class RequestHead:
         "upgrade",
         "upgrade_proto",
         "version",
-        "xff",
         "xf_host",
         "xf_proto",
+        "xff",
     )
 
     def __init__(self) -> None:

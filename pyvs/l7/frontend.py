@@ -378,8 +378,10 @@ class HttpFrontend(asyncio.Protocol):
 
     def _request_head(self, head: RequestHead, server: ServerState) -> bytes:
         lst = self.lst
-        parts = [head.method, b" ", head.target, b" HTTP/1.1\r\nHost: ", head.host or server.host_header, b"\r\n"]
-        parts.append(head.fields)
+        parts: list[bytes | bytearray] = [
+            head.method, b" ", head.target, b" HTTP/1.1\r\nHost: ", head.host or server.host_header, b"\r\n",
+            head.fields,
+        ]
         ip = self.client_ip
         if lst.fw_xff:
             if self.trusted and head.xff:
@@ -648,7 +650,7 @@ class HttpFrontend(asyncio.Protocol):
             self._abort()
             return
         ex = self.active
-        if ex is not None and ex.head.version != "1.1" or self.close_after:
+        if (ex is not None and ex.head.version != "1.1") or self.close_after:
             close = True
         self.close_after = close or self.close_after
         self.resp_status = status

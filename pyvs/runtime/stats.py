@@ -29,9 +29,24 @@ COUNTERS = (
 
 
 class WorkerStats:
-    """Counters of one worker process."""
+    """Counters of one worker process (attribute names are ``COUNTERS``)."""
 
     __slots__ = COUNTERS
+
+    client_connections: int
+    requests: int
+    responses_1xx: int
+    responses_2xx: int
+    responses_3xx: int
+    responses_4xx: int
+    responses_5xx: int
+    bad_requests: int
+    retries: int
+    connect_timeouts: int
+    server_timeouts: int
+    client_timeouts: int
+    truncated_responses: int
+    upgrades: int
 
     def __init__(self) -> None:
         for name in COUNTERS:

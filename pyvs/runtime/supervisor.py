@@ -52,6 +52,7 @@ class Supervisor:
         self.stopping = False
         self.held: list[socket.socket] = []
         self.all_ready: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # ---------------------------------------------------------------- start
     def check_binds(self) -> None:
@@ -135,7 +136,7 @@ class Supervisor:
                 lines.append(f"  listener {lst.name:<10} {lst.mode}  http://{addr}/")
         if self.cfg.admin.listen:
             lines.append(f"  admin                  http://{self.cfg.admin.listen}/status")
-        lines.append("  try: curl -s http://{}/".format(self.cfg.listeners[0].bind[0]) if self.cfg.listeners else "")
+        lines.append(f"  try: curl -s http://{self.cfg.listeners[0].bind[0]}/" if self.cfg.listeners else "")
         print("\n".join(x for x in lines if x), flush=True)
 
     # ------------------------------------------------------------- workers
@@ -143,7 +144,9 @@ class Supervisor:
         """Read the worker's channel and learn of its exit through a pidfd (uvloop
         keeps SIGCHLD for itself)."""
         loop = asyncio.get_running_loop()
-        loop.create_task(self._read_channel(h))
+        task = loop.create_task(self._read_channel(h))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         fd = os.pidfd_open(h.pid)
 
         def exited() -> None:

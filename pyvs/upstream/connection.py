@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Protocol
 from pyvs.http.codec import ResponseReader, ResponseSink
 
 if TYPE_CHECKING:
-    from pyvs.upstream.server import ServerState
     from pyvs.runtime.timers import Sweeper
+    from pyvs.upstream.server import ServerState
 
 
 class Owner(ResponseSink, Protocol):
@@ -101,9 +101,10 @@ class UpstreamConn(asyncio.Protocol):
         try:
             offset = self.reader.feed(data)
         except Exception as exc:  # ProtocolError or a callback failure: both end the exchange
+            owner = self.owner
             self.close()
-            if self.owner is not None:
-                self.owner.upstream_lost(self, exc)
+            if owner is not None:
+                owner.upstream_lost(self, exc)
             return
         if offset is not None and self.owner is not None:
             # 101 Switching Protocols: the rest is the tunnelled stream.

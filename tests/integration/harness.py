@@ -295,10 +295,11 @@ class Pyvs:
         return self.proc.returncode
 
 
-def curl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+def curl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
     """Run curl (never through a proxy from the environment)."""
     return subprocess.run(
-        ["curl", "-sS", "--noproxy", "*", *args], capture_output=True, timeout=timeout, check=False
+        ["curl", "-sS", "--noproxy", "*", "--max-time", str(timeout - 5), *args],
+        capture_output=True, timeout=timeout, check=False,
     )
 
 
