@@ -775,6 +775,7 @@ def write_json(scn: Scenario, opts: Options, backend: Backend, results: dict[str
             "platform": platform.platform(),
             "python": platform.python_version(),
             "clk_tck": CLK_TCK,
+            "loadavg_at_end": os.getloadavg(),
         },
         "versions": {
             "pyvs": git_revision(),

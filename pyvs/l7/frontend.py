@@ -99,6 +99,9 @@ class HttpFrontend(asyncio.Protocol):
         self.tunnel = False
         self.tunnel_buf: list[bytes] | None = None
         self.closed = False
+        # Response bytes gathered while one read from the server is parsed, written
+        # with one writelines(): head, body and terminator usually cost one syscall.
+        self.wbuf: list[bytes] = []
 
     # ------------------------------------------------------------------ asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -517,7 +520,8 @@ class HttpFrontend(asyncio.Protocol):
         if status < 200 and status != 101:
             self.resp_interim = True
             if client11:
-                t.write(b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, rh.reason, rh.fields))
+                self.wbuf.append(b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, rh.reason, rh.fields))
+                self.flush_client()
             return
         self.resp_started = True
         self.resp_status = status
@@ -556,8 +560,9 @@ class HttpFrontend(asyncio.Protocol):
         elif not client11:
             framing += b"Connection: keep-alive\r\n"
         self.close_after = close
-        t.write(b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, rh.reason, rh.fields, framing))
+        self.wbuf.append(b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, rh.reason, rh.fields, framing))
         if self.tunnel:
+            self.flush_client()
             self._start_tunnel()
             return
         up = self.up
@@ -568,13 +573,22 @@ class HttpFrontend(asyncio.Protocol):
                 up.deadline = min(up.deadline, ex.started + backend.total_timeout)
 
     def on_response_body(self, data: bytes) -> None:
-        t = self.transport
-        if t is None or self.closed:
+        if self.closed:
             return
-        if self.resp_chunked:
-            t.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        if self.tunnel:
+            assert self.transport is not None
+            self.transport.write(data)
+        elif self.resp_chunked:
+            self.wbuf += (b"%x\r\n" % len(data), data, b"\r\n")
         else:
-            t.write(data)
+            self.wbuf.append(data)
+
+    def flush_client(self) -> None:
+        """Write what the last server read produced (called after each parse)."""
+        if self.wbuf:
+            if self.transport is not None and not self.closed:
+                self.transport.writelines(self.wbuf)
+            self.wbuf.clear()
 
     def on_response_end(self, trailers: bytes) -> None:
         if self.resp_interim:
@@ -591,9 +605,9 @@ class HttpFrontend(asyncio.Protocol):
         self._response_complete(trailers, reusable=reusable, conn=up)
 
     def _response_complete(self, trailers: bytes, *, reusable: bool, conn: UpstreamConn | None) -> None:
-        t = self.transport
-        if self.resp_chunked and t is not None and not self.closed:
-            t.write(b"0\r\n" + trailers + b"\r\n")
+        if self.resp_chunked:
+            self.wbuf.append(b"0\r\n" + trailers + b"\r\n")
+        self.flush_client()
         now = self.loop.time()
         if conn is not None:
             if reusable:
@@ -711,6 +725,7 @@ class HttpFrontend(asyncio.Protocol):
             self._close()
 
     def _close(self) -> None:
+        self.flush_client()
         if not self.closed and self.transport is not None:
             self.closed = True
             self.transport.close()
@@ -722,6 +737,7 @@ class HttpFrontend(asyncio.Protocol):
             self.up = None
             self._server_done(self.active)
             up.abort()
+        self.wbuf.clear()
         if self.transport is not None and not self.closed:
             self.closed = True
             self.transport.abort()

@@ -1,0 +1,87 @@
+"""Per-request Python cost of the L7 path without sockets (fake transports).
+
+Feeds one keep-alive GET and one small response through HttpFrontend and a pooled
+UpstreamConn per iteration; prints microseconds per request. Use it to see what a
+change to the request path costs before running `make bench`:
+
+    .venv/bin/python bench/micro.py [--profile]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any
+
+from pyvs.config.loader import load_text
+from pyvs.l7.frontend import HttpFrontend
+from pyvs.runtime.worker import WorkerRuntime
+from pyvs.upstream.connection import UpstreamConn
+
+CFG = """
+global: {workers: 1}
+listeners: [{name: web, bind: ["127.0.0.1:1"], backend: be}]
+backends: [{name: be, servers: [{name: s1, address: "127.0.0.1:2"}]}]
+"""
+REQ = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18080\r\n\r\n"
+RESP = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 24 Nov 2026 09:00:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 100\r\nConnection: keep-alive\r\n\r\n" + b"x" * 100
+)
+
+
+class FakeTransport:
+    def __init__(self, peer: tuple[str, int] | None = None) -> None:
+        self.peer = peer
+        self.out = 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.peer if name == "peername" else default
+
+    def write(self, data: bytes) -> None:
+        self.out += 1
+
+    def writelines(self, data: Any) -> None:
+        self.out += 1
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def is_closing(self) -> bool:
+        return False
+
+
+def main() -> None:
+    loop = asyncio.new_event_loop()
+    rt = WorkerRuntime(load_text(CFG), 0, loop)
+    lst = rt.listeners[0]
+    server = rt.backends["be"].servers[0]
+    fe = HttpFrontend(lst)
+    fe.connection_made(FakeTransport(("127.0.0.1", 5555)))  # type: ignore[arg-type]
+    conn = UpstreamConn(server, None, rt.sweeper)
+    conn.connection_made(FakeTransport())  # type: ignore[arg-type]
+    conn.release(0.0)
+    n = 200_000
+
+    def run() -> None:
+        for _ in range(n):
+            fe.data_received(REQ)
+            conn.data_received(RESP)
+
+    if "--profile" in sys.argv:
+        import cProfile
+        import pstats
+
+        cProfile.runctx("run()", globals(), {"run": run})
+        return
+    t0 = time.perf_counter()
+    run()
+    dt = time.perf_counter() - t0
+    assert rt.stats.requests == n, rt.stats.requests
+    print(f"{dt / n * 1e6:.2f} us per request (Python path, no syscalls)")
+
+
+if __name__ == "__main__":
+    main()
