@@ -62,7 +62,7 @@ def main() -> None:
     fe.connection_made(FakeTransport(("127.0.0.1", 5555)))  # type: ignore[arg-type]
     conn = UpstreamConn(server, None, rt.sweeper)
     conn.connection_made(FakeTransport())  # type: ignore[arg-type]
-    conn.release(0.0)
+    server.idle.append(conn)  # a pooled keep-alive connection
     n = 200_000
 
     def run() -> None:

@@ -2,18 +2,21 @@
 
 Theory of operation
 -------------------
-Bytes from the client go through a :class:`RequestReader`; each request becomes an
-:class:`Exchange`. One exchange is *active* at a time; pipelined requests wait in
-``pending`` (and the client is paused so they cannot pile up). The active exchange:
+The client byte stream alternates between two phases: a request *head*, found by its
+terminating empty line and digested by :func:`pyvs.http.h1.parse_request_head`, and
+a request *body*, delimited by a framer (:mod:`pyvs.http.framing`) and forwarded as
+raw byte ranges. Once a request has been read completely the connection waits
+(``WAIT``) for its response; bytes arriving meanwhile are pipelined requests, kept
+in ``inbuf`` with reading paused, and parsed when the response is done.
 
-1. picks a backend (route) and a server (scheduler), then takes an idle pooled
-   connection or opens one (the only place a task is created);
-2. writes the request head (end-to-end fields kept as bytes, framing and
-   X-Forwarded-* added) and streams the body, re-chunked if it came chunked;
-3. receives response events straight from the connection's reader and streams them
-   to the client, choosing the framing the client understands;
-4. on the response's end returns the connection to the pool (if both sides allow
-   it) and starts the next pipelined request.
+For each request the proxy picks a backend (route) and a server (scheduler), takes
+an idle pooled connection or opens one (the only place a task is created), writes
+the head (the client's own head bytes minus hop-by-hop fields, plus the forwarding
+fields) and streams the body. The server's response arrives through
+:class:`pyvs.upstream.connection.UpstreamConn`, which asks :meth:`on_response_head`
+how to present it: byte for byte when the client speaks HTTP/1.1 and nothing needs
+rewriting (the common case: the whole response is one ``write``), or with a head
+rebuilt for this client (``Connection: close``, HTTP/1.0 framing).
 
 Backpressure both ways: a full server socket pauses reading from the client; a full
 client socket pauses reading from the server. A response that cannot be completed
@@ -22,21 +25,22 @@ connection closed before the message is complete, so the client can never take a
 truncated body for a whole one.
 
 Retries: a failed connect is retried on another server. A request already written
-to a reused connection that died before answering is resent only when it is
-idempotent and has no body.
+to a connection that died before answering is resent only when it is idempotent and
+has no body.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from functools import partial
 from typing import TYPE_CHECKING
 
-from pyvs.http.codec import IDEMPOTENT, ProtocolError, RequestHead, RequestReader, ResponseHead
+from pyvs.http.errors import ProtocolError
+from pyvs.http.framing import ChunkedBody, LengthBody
+from pyvs.http.h1 import CHUNKED, IDEMPOTENT, NO_BODY, UNTIL_CLOSE, RequestHead, ResponseHead, parse_request_head
 from pyvs.l7.errors import error_response
-from pyvs.upstream.connection import UpstreamConn
+from pyvs.upstream.connection import DECODE, ENCODE, RAW, REBUILT, UpstreamConn
 
 if TYPE_CHECKING:
     from pyvs.l7.listener import ListenerRuntime
@@ -48,22 +52,11 @@ log = logging.getLogger("pyvs.http")
 # server is very unlikely to be closing it at that very moment.
 UNSAFE_REUSE_MAX_IDLE = 2.0
 
-
-class Exchange:
-    """One request/response pair on a client connection."""
-
-    __slots__ = ("attempts", "backend", "buf", "ended", "head", "server", "started", "trailers", "tried")
-
-    def __init__(self, head: RequestHead) -> None:
-        self.head = head
-        self.buf: list[bytes] | None = None  # body received before it could be sent
-        self.ended = False
-        self.trailers = b""
-        self.backend: BackendRuntime | None = None
-        self.server: ServerState | None = None
-        self.tried: frozenset[int] = frozenset()
-        self.attempts = 0
-        self.started = 0.0
+# Client connection phases
+HEAD = 0  # waiting for (the rest of) a request head
+BODY = 1  # forwarding a request body
+WAIT = 2  # request complete, response under way
+TUNNEL = 3  # after 101: raw bytes both ways
 
 
 class HttpFrontend(asyncio.Protocol):
@@ -73,15 +66,23 @@ class HttpFrontend(asyncio.Protocol):
         self.lst = listener
         self.worker = listener.worker
         self.loop = listener.worker.loop
-        self.reader = RequestReader(self, listener.max_head)
         self.transport: asyncio.Transport | None = None
         self.client_ip = b""
         self.trusted = False
+        self.xff_line = b""
         self.deadline = 0.0
         self.idle_wait = False
-        self.active: Exchange | None = None
-        self.parsing: Exchange | None = None
-        self.pending: deque[Exchange] | None = None
+        self.phase = HEAD
+        self.inbuf = b""
+        self.req: RequestHead | None = None
+        self.req_framer: LengthBody | ChunkedBody | None = None
+        self.req_ended = False
+        self.req_buf: list[bytes] | None = None  # body bytes read before a server was ready
+        self.backend: BackendRuntime | None = None
+        self.server: ServerState | None = None
+        self.tried: frozenset[int] = frozenset()
+        self.attempts = 0
+        self.started = 0.0
         self.up: UpstreamConn | None = None
         self.connecting: UpstreamConn | None = None
         self.connect_task: asyncio.Task[object] | None = None
@@ -89,17 +90,13 @@ class HttpFrontend(asyncio.Protocol):
         self.up_write_blocked = False
         self.client_write_blocked = False
         self.resp_started = False
-        self.resp_interim = False
-        self.resp_chunked = False
-        self.resp_until_close = False
         self.resp_status = 0
-        self.resp_keepalive = False
-        self.tunnel_eofs = 0
+        self.resp_until_close = False
+        self.resp_encoded = False
         self.close_after = False
-        self.tunnel = False
-        self.tunnel_buf: list[bytes] | None = None
+        self.tunnel_eofs = 0
         self.closed = False
-        # Response bytes gathered while one read from the server is parsed, written
+        # Response bytes gathered while one read from the server is handled, written
         # with one writelines(): head, body and terminator usually cost one syscall.
         self.wbuf: list[bytes] = []
 
@@ -110,6 +107,7 @@ class HttpFrontend(asyncio.Protocol):
         ip = peer[0] if peer else ""
         self.client_ip = ip.encode()
         self.trusted = self.lst.is_trusted(ip)
+        self.xff_line = b"X-Forwarded-For: " + self.client_ip + b"\r\n"
         w = self.worker
         w.stats.client_connections += 1
         w.frontends.add(self)
@@ -119,39 +117,29 @@ class HttpFrontend(asyncio.Protocol):
             self.close_after = True
 
     def data_received(self, data: bytes) -> None:
-        if self.tunnel_buf is not None:
-            if self.tunnel and self.up is not None and self.up.transport is not None:
-                self.up.transport.write(data)
-            else:
-                self.tunnel_buf.append(data)
-                self._pause_reading()
-            return
-        if self.idle_wait:
-            self.idle_wait = False
-            self.deadline = self.loop.time() + self.lst.request_timeout
-        try:
-            offset = self.reader.feed(data)
-        except ProtocolError as exc:
-            self._protocol_error(exc)
-            return
-        except Exception:  # a bug in a callback must not leave the client hanging
-            log.exception("request handling failed")
-            self._protocol_error(ProtocolError("internal error", 500))
-            return
-        if offset is not None and not self.closed:
-            self.tunnel_buf = [data[offset:]] if offset < len(data) else []
+        phase = self.phase
+        if phase == HEAD:
+            self._heads(data)
+        elif phase == BODY:
+            self._request_body(data, 0)
+        elif phase == TUNNEL:
+            up = self.up
+            if up is not None and up.transport is not None:
+                up.transport.write(data)
+        else:  # WAIT: a pipelined request (or tunnel bytes before the 101)
+            self.inbuf += data
             self._pause_reading()
 
     def eof_received(self) -> bool | None:
-        if self.tunnel and self.up is not None and self.up.transport is not None:
+        up = self.up
+        if self.phase == TUNNEL and up is not None and up.transport is not None:
             self.tunnel_eofs += 1
-            if self.tunnel_eofs >= 2 or not self.up.transport.can_write_eof():
+            if self.tunnel_eofs >= 2 or not up.transport.can_write_eof():
                 self._close()
                 return None
-            self.up.transport.write_eof()
+            up.transport.write_eof()
             return True
-        act = self.active
-        if act is not None and act.ended:
+        if self.phase == WAIT:
             # A client that half-closes after its request still gets the response.
             self.close_after = True
             return True
@@ -169,10 +157,9 @@ class HttpFrontend(asyncio.Protocol):
         up = self.up
         if up is not None:
             self.up = None
-            self._server_done(self.active)
+            self._server_done()
             up.abort()
-        self.active = None
-        self.pending = None
+        self.req = None
 
     def pause_writing(self) -> None:
         self.client_write_blocked = True
@@ -194,8 +181,7 @@ class HttpFrontend(asyncio.Protocol):
 
     # ------------------------------------------------------------ timeouts
     def on_deadline(self, now: float) -> None:
-        ex = self.active
-        if ex is None:
+        if self.req is None:
             if self.idle_wait:
                 self._close()  # keep-alive idle time is over: nothing to say
             else:
@@ -203,108 +189,127 @@ class HttpFrontend(asyncio.Protocol):
             return
         # The client stopped sending its body or stopped reading our response.
         self.worker.stats.client_timeouts += 1
-        if not self.resp_started and not ex.ended:
+        if not self.resp_started and not self.req_ended:
             self._send_error(408, close=True)
         else:
             self._abort()
 
     # ------------------------------------------------------------ requests
-    def on_request_head(self, head: RequestHead) -> None:
-        ex = Exchange(head)
-        self.parsing = ex
-        if self.active is None:
-            self.active = ex
-            self.deadline = 0.0
-            self._start(ex)
-        else:
-            if self.pending is None:
-                self.pending = deque()
-            self.pending.append(ex)
-            self._pause_reading()
+    def _heads(self, data: bytes) -> None:
+        if self.inbuf:
+            data = self.inbuf + data
+            self.inbuf = b""
+        if self.idle_wait:
+            self.idle_wait = False
+            self.deadline = self.loop.time() + self.lst.request_timeout
+        if data and data[0] in (13, 10):
+            data = data.lstrip(b"\r\n")  # empty lines before a request line are ignored
+            if not data:
+                return
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or end + 4 > self.lst.max_head:
+            if len(data) > self.lst.max_head or end >= 0:
+                self._protocol_error(ProtocolError("request head too large", 431))
+                return
+            self.inbuf = data
+            return
+        end += 4
+        try:
+            head = parse_request_head(data[:end])
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        self.req = head
+        self.deadline = 0.0
+        self.resp_started = False
+        self.req_buf = None
+        if head.framing == NO_BODY:
+            self.phase = WAIT
+            self.req_ended = True
+            if end < len(data):
+                self.inbuf = data[end:]
+                self._pause_reading()
+            self._start(head)
+            return
+        self.phase = BODY
+        self.req_ended = False
+        self.req_framer = LengthBody(head.length) if head.framing != CHUNKED else ChunkedBody()
+        self._start(head)
+        if self.phase == BODY and not self.closed:
+            self._request_body(data, end)
 
-    def on_request_body(self, data: bytes) -> None:
-        ex = self.parsing
-        if ex is None:
+    def _request_body(self, data: bytes, pos: int) -> None:
+        framer = self.req_framer
+        assert framer is not None
+        try:
+            end, done = framer.feed(data, pos)
+        except ProtocolError as exc:
+            self._protocol_error(exc)
             return
-        up = self.up
-        if ex is self.active and up is not None:
-            # Written even past the high-water mark: reading is paused meanwhile.
-            self._send_body(up, ex, data)
-            if not ex.ended:
-                self.deadline = self.loop.time() + self.lst.client_timeout
-            return
-        if ex.buf is None:
-            ex.buf = []
-        ex.buf.append(data)
-        self._pause_reading()
-
-    def on_request_end(self, trailers: bytes) -> None:
-        ex = self.parsing
-        if ex is None:
-            return
-        ex.ended = True
-        ex.trailers = trailers
-        if ex is self.active:
-            self.deadline = 0.0
+        if end > pos:
+            chunk = data if pos == 0 and end == len(data) else data[pos:end]
             up = self.up
-            if up is not None and ex.buf is None:
-                self._send_end(up, ex)
-
-    def _send_body(self, up: UpstreamConn, ex: Exchange, data: bytes) -> None:
-        t = up.transport
-        assert t is not None
-        if ex.head.chunked:
-            t.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+            if up is not None and up.transport is not None:
+                up.transport.write(chunk)  # written past the high-water mark too: reading pauses
+            else:
+                if self.req_buf is None:
+                    self.req_buf = []
+                self.req_buf.append(chunk)
+                self._pause_reading()
+        if done:
+            self.phase = WAIT
+            self.req_framer = None
+            self.req_ended = True
+            self.deadline = 0.0
+            if end < len(data):
+                self.inbuf = data[end:]
+                self._pause_reading()
+            up = self.up
+            if up is not None:
+                self._await_response(up)
         else:
-            t.write(data)
+            self.deadline = self.loop.time() + self.lst.client_timeout
 
-    def _send_end(self, up: UpstreamConn, ex: Exchange) -> None:
-        if ex.head.chunked:
-            assert up.transport is not None
-            up.transport.write(b"0\r\n" + ex.trailers + b"\r\n")
+    def _await_response(self, up: UpstreamConn) -> None:
         backend = up.server.backend
         up.deadline = self.loop.time() + backend.server_timeout
         if backend.total_timeout:
-            up.deadline = min(up.deadline, ex.started + backend.total_timeout)
+            up.deadline = min(up.deadline, self.started + backend.total_timeout)
 
-    def _start(self, ex: Exchange) -> None:
-        head = ex.head
+    def _start(self, head: RequestHead) -> None:
         if head.method == b"CONNECT":
             self._send_error(405, close=True)
             return
-        backend = self.lst.route(head.host, head.path)
+        backend = self.lst.route(head.host, head.path) if self.lst.routes else self.lst.default_backend
         if backend is None:
-            self._send_error(503, close=not ex.ended)
+            self._send_error(503, close=not self.req_ended)
             return
-        ex.backend = backend
-        ex.started = self.loop.time()
-        self.resp_started = False
-        self.resp_interim = False
-        self._attempt(ex)
+        self.backend = backend
+        self.started = self.loop.time()
+        self.tried = frozenset()
+        self.attempts = 0
+        self._attempt(backend, head)
 
-    def _attempt(self, ex: Exchange) -> None:
-        backend = ex.backend
-        assert backend is not None
-        server = backend.pick(ex.tried)
+    def _attempt(self, backend: BackendRuntime, head: RequestHead) -> None:
+        server = backend.pick(self.tried, self, head)
         if server is None:
             backend.no_server += 1
-            self._send_error(503 if not ex.tried else 502, close=not ex.ended)
+            self._send_error(503 if not self.tried else 502, close=not self.req_ended)
             return
-        ex.server = server
-        ex.tried = ex.tried | {server.target.index}
-        ex.attempts += 1
-        now = self.loop.time()
+        self.server = server
+        self.tried = self.tried | {server.index}
+        self.attempts += 1
         conn = None
-        if backend.max_idle:
-            safe = ex.head.method in IDEMPOTENT and not ex.head.has_body
-            conn = server.take_idle(now, 0.0 if safe else UNSAFE_REUSE_MAX_IDLE)
+        if server.idle:
+            safe = head.framing == NO_BODY and head.method in IDEMPOTENT
+            conn = server.take_idle(self.started, 0.0 if safe else UNSAFE_REUSE_MAX_IDLE)
         if conn is not None:
             server.reused += 1
             conn.bind(self)
-            self._bound(conn, ex)
+            self._bound(conn, head)
             return
         conn = UpstreamConn(server, self, self.worker.sweeper)
-        conn.deadline = now + backend.connect_timeout
+        conn.deadline = self.loop.time() + backend.connect_timeout
         self.worker.sweeper.add(conn)
         self.connecting = conn
         task = self.loop.create_task(self.loop.create_connection(lambda: conn, server.host, server.port))
@@ -326,104 +331,106 @@ class HttpFrontend(asyncio.Protocol):
             return  # the client went away meanwhile
         self.connecting = None
         self.connect_task = None
-        ex = self.active
-        assert ex is not None and ex.backend is not None
-        log.warning(
-            "connect to %s/%s (%s:%d) failed: %s",
-            ex.backend.name, server.name, server.host, server.port, exc or "error",
-        )
-        if ex.attempts <= ex.backend.retries:
+        head = self.req
+        backend = self.backend
+        assert head is not None and backend is not None
+        log.warning("connect to %s/%s (%s:%d) failed: %s", backend.name, server.name, server.host, server.port,
+                    exc or "error")
+        if self.attempts <= backend.retries:
             self.worker.stats.retries += 1
-            self._attempt(ex)
+            self._attempt(backend, head)
         else:
-            self._send_error(504 if isinstance(exc, TimeoutError) else 502, close=not ex.ended)
+            self._send_error(504 if isinstance(exc, TimeoutError) else 502, close=not self.req_ended)
 
     # ------------------------------------------------- connection callbacks
     def upstream_ready(self, conn: UpstreamConn) -> None:
-        if conn is not self.connecting or self.active is None:
+        if conn is not self.connecting or self.req is None:
             conn.close()
             return
         self.connecting = None
         self.connect_task = None
         conn.server.opened += 1
-        self._bound(conn, self.active)
+        self._bound(conn, self.req)
 
-    def _bound(self, conn: UpstreamConn, ex: Exchange) -> None:
+    def _bound(self, conn: UpstreamConn, head: RequestHead) -> None:
         self.up = conn
         server = conn.server
         server.active += 1
         server.requests += 1
         server.backend.scheduler.taken(server.target)
-        head = ex.head
-        conn.reader.expect(head.method == b"HEAD")
+        conn.start_response(head.method == b"HEAD")
         t = conn.transport
         assert t is not None
         out = self._request_head(head, server)
-        buf = ex.buf
+        buf = self.req_buf
         if buf:
-            ex.buf = None
-            if head.chunked:
-                parts = [out]
-                for chunk in buf:
-                    parts += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
-                t.writelines(parts)
-            else:
-                t.writelines([out, *buf])
+            self.req_buf = None
+            t.writelines([out, *buf])
         else:
-            ex.buf = None
             t.write(out)
-        if ex.ended:
-            self._send_end(conn, ex)
+        if self.req_ended:
+            self._await_response(conn)
         else:
             conn.deadline = 0.0
             self.deadline = self.loop.time() + self.lst.client_timeout
-        self._maybe_resume()
+        if self.reading_paused:
+            self._maybe_resume()
 
     def _request_head(self, head: RequestHead, server: ServerState) -> bytes:
         lst = self.lst
-        parts: list[bytes | bytearray] = [
-            head.method, b" ", head.target, b" HTTP/1.1\r\nHost: ", head.host or server.host_header, b"\r\n",
-            head.fields,
-        ]
-        ip = self.client_ip
+        block = head.block
+        if head.version == b"1.0":
+            block = block.replace(b" HTTP/1.0\r\n", b" HTTP/1.1\r\n", 1)
+            if head.host is None:
+                block += b"Host: " + server.host_header + b"\r\n"
+        parts = [block]
+        trusted = self.trusted
         if lst.fw_xff:
-            if self.trusted and head.xff:
-                parts += (b"X-Forwarded-For: ", head.xff, b", ", ip, b"\r\n")
+            if trusted and head.xff:
+                parts += (b"X-Forwarded-For: ", head.xff, b", ", self.client_ip, b"\r\n")
             else:
-                parts += (b"X-Forwarded-For: ", ip, b"\r\n")
-        elif self.trusted and head.xff is not None:
+                parts.append(self.xff_line)
+        elif trusted and head.xff is not None:
             parts += (b"X-Forwarded-For: ", head.xff, b"\r\n")
         if lst.fw_xfp:
-            if self.trusted and head.xf_proto:
+            if trusted and head.xf_proto:
                 parts += (b"X-Forwarded-Proto: ", head.xf_proto, b"\r\n")
             else:
                 parts.append(lst.xfp_line)
-        elif self.trusted and head.xf_proto is not None:
+        elif trusted and head.xf_proto is not None:
             parts += (b"X-Forwarded-Proto: ", head.xf_proto, b"\r\n")
         if lst.fw_xfh:
-            xfh = head.xf_host if self.trusted and head.xf_host else head.host
+            xfh = head.xf_host if trusted and head.xf_host else head.host
             if xfh:
                 parts += (b"X-Forwarded-Host: ", xfh, b"\r\n")
-        elif self.trusted and head.xf_host is not None:
+        elif trusted and head.xf_host is not None:
             parts += (b"X-Forwarded-Host: ", head.xf_host, b"\r\n")
         if lst.fw_forwarded:
+            ip = self.client_ip
             node = b'"[' + ip + b']"' if b":" in ip else ip
             elem = b"for=" + node + b";proto=" + lst.scheme
             if head.host:
                 elem += b';host="' + head.host.replace(b'"', b"") + b'"'
-            if self.trusted and head.forwarded:
+            if trusted and head.forwarded:
                 elem = head.forwarded + b", " + elem
             parts += (b"Forwarded: ", elem, b"\r\n")
-        elif self.trusted and head.forwarded is not None:
+        elif trusted and head.forwarded is not None:
             parts += (b"Forwarded: ", head.forwarded, b"\r\n")
         if lst.fw_via:
-            parts += (b"Via: ", b"1.0 pyvs" if head.version == "1.0" else lst.via_value, b"\r\n")
-        if head.chunked:
+            parts += (b"Via: ", b"1.0 pyvs" if head.version == b"1.0" else lst.via_value, b"\r\n")
+        if head.framing == CHUNKED:
             parts.append(b"Transfer-Encoding: chunked\r\n")
-        if head.upgrade and head.upgrade_proto:
-            parts += (b"Connection: upgrade\r\nUpgrade: ", head.upgrade_proto, b"\r\n")
+        if head.upgrade:
+            parts += (b"Connection: upgrade\r\nUpgrade: ", head.upgrade, b"\r\n")
         parts.append(b"\r\n")
         return b"".join(parts)
+
+    def upstream_write_blocked(self, blocked: bool) -> None:
+        self.up_write_blocked = blocked
+        if blocked:
+            self._pause_reading()
+        else:
+            self._maybe_resume()
 
     def upstream_eof(self, conn: UpstreamConn) -> None:
         """The server half-closed a tunnel: pass it on; close when both sides are done."""
@@ -436,13 +443,6 @@ class HttpFrontend(asyncio.Protocol):
         else:
             t.write_eof()
 
-    def upstream_write_blocked(self, blocked: bool) -> None:
-        self.up_write_blocked = blocked
-        if blocked:
-            self._pause_reading()
-        else:
-            self._maybe_resume()
-
     def upstream_timeout(self, conn: UpstreamConn) -> None:
         if conn is self.connecting:
             self.worker.stats.connect_timeouts += 1
@@ -452,165 +452,141 @@ class HttpFrontend(asyncio.Protocol):
         if conn is not self.up:
             conn.close()
             return
-        ex = self.active
         self.worker.stats.server_timeouts += 1
-        log.warning(
-            "server %s/%s timed out", conn.server.backend.name, conn.server.name,
-        )
+        log.warning("server %s/%s timed out", conn.server.backend.name, conn.server.name)
         self.up = None
-        self._server_done(ex)
+        self._server_done()
         conn.abort()
-        if self.resp_started or self.tunnel:
+        if self.resp_started or self.phase == TUNNEL:
             self._abort()
         else:
-            self._send_error(504, close=ex is None or not ex.ended)
+            self._send_error(504, close=not self.req_ended)
 
     def upstream_lost(self, conn: UpstreamConn, exc: Exception | None) -> None:
-        if conn is self.connecting:
-            return  # _connect_done handles it
-        if conn is not self.up:
-            return
-        ex = self.active
+        if conn is self.connecting or conn is not self.up:
+            return  # a failed connect is handled by _connect_done
         self.up = None
-        self._server_done(ex)
-        if self.tunnel:
+        self._server_done()
+        if self.phase == TUNNEL:
             self._close()
             return
         if self.resp_started:
             if self.resp_until_close and exc is None:
-                self._response_complete(b"", reusable=False, conn=None)
+                self._response_complete(None)
             else:
                 self.worker.stats.truncated_responses += 1
                 log.warning("server %s/%s closed mid-response", conn.server.backend.name, conn.server.name)
                 self._abort()
             return
-        assert ex is not None and ex.backend is not None
-        retry_ok = (
+        head = self.req
+        backend = self.backend
+        assert head is not None and backend is not None
+        if (
             conn.bytes_in == 0
-            and ex.head.method in IDEMPOTENT
-            and not ex.head.has_body
-            and ex.attempts <= ex.backend.retries
+            and head.framing == NO_BODY
+            and head.method in IDEMPOTENT
+            and self.attempts <= backend.retries
             and not isinstance(exc, ProtocolError)
-        )
-        if retry_ok:
+        ):
             # Typically a pooled connection the server closed as we reused it.
             self.worker.stats.retries += 1
-            self._attempt(ex)
+            self._attempt(backend, head)
             return
         conn.server.responses_5xx += 1
         if exc is not None:
             log.warning("server %s/%s failed: %s", conn.server.backend.name, conn.server.name, exc)
         self._send_error(502, close=True)
 
-    def _server_done(self, ex: Exchange | None) -> None:
-        if ex is not None and ex.server is not None:
-            server = ex.server
+    def _server_done(self) -> None:
+        server = self.server
+        if server is not None:
+            self.server = None
             server.active -= 1
             server.backend.scheduler.released(server.target)
 
     # ----------------------------------------------------------- responses
-    def on_response_head(self, rh: ResponseHead) -> None:
-        ex = self.active
-        t = self.transport
-        if ex is None or t is None or self.closed:
-            return
+    def on_interim(self, rh: ResponseHead) -> None:
+        req = self.req
+        if req is not None and req.version == b"1.1" and not self.closed:
+            self.wbuf.append(rh.block + b"\r\n")
+            self.flush_client()
+
+    def on_response_head(self, rh: ResponseHead) -> int:
+        req = self.req
+        assert req is not None
         status = rh.status
-        head = ex.head
-        client11 = head.version == "1.1"
-        if status < 200 and status != 101:
-            self.resp_interim = True
-            if client11:
-                self.wbuf.append(b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, rh.reason, rh.fields))
-                self.flush_client()
-            return
         self.resp_started = True
         self.resp_status = status
-        self.resp_keepalive = rh.keep_alive
-        if status >= 500 and ex.server is not None:
-            ex.server.responses_5xx += 1
-        close = self.close_after or not head.keep_alive or not ex.ended or self.worker.draining
-        framing: bytes = b""
-        self.resp_chunked = False
-        self.resp_until_close = False
+        if status >= 500 and self.server is not None:
+            self.server.responses_5xx += 1
+        client11 = req.version == b"1.1"
+        close = self.close_after or not req.keep_alive or not self.req_ended or self.worker.draining
+        framing = rh.framing
+        self.resp_until_close = framing == UNTIL_CLOSE
         if status == 101:
-            if not head.upgrade:
+            if not req.upgrade or rh.upgrade is None:
                 self._abort()
-                return
-            framing = b"Connection: upgrade\r\nUpgrade: " + rh.upgrade_proto + b"\r\n"
-            self.tunnel = True
-            close = False
-        elif head.method == b"HEAD" or status == 204 or status == 304:
-            if rh.content_length is not None and status != 204:
-                framing = b"Content-Length: %d\r\n" % rh.content_length
-            elif rh.chunked and client11 and status != 204:
-                framing = b"Transfer-Encoding: chunked\r\n"
-        elif rh.content_length is not None:
-            framing = b"Content-Length: %d\r\n" % rh.content_length
-        else:
-            self.resp_until_close = not rh.chunked
-            if client11:
-                self.resp_chunked = True
-                framing = b"Transfer-Encoding: chunked\r\n"
-            else:
-                close = True
-        if head.upgrade and status != 101:
-            close = True  # the client may already be sending the other protocol
-        if close:
-            framing += b"Connection: close\r\n"
-        elif not client11:
-            framing += b"Connection: keep-alive\r\n"
-        self.close_after = close
-        self.wbuf.append(b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, rh.reason, rh.fields, framing))
-        if self.tunnel:
+                return REBUILT
+            self.wbuf.append(rh.block + b"Connection: upgrade\r\nUpgrade: " + rh.upgrade + b"\r\n\r\n")
             self.flush_client()
             self._start_tunnel()
-            return
-        up = self.up
-        if up is not None:
-            backend = up.server.backend
-            up.deadline = self.loop.time() + backend.server_timeout
-            if backend.total_timeout:
-                up.deadline = min(up.deadline, ex.started + backend.total_timeout)
-
-    def on_response_body(self, data: bytes) -> None:
-        if self.closed:
-            return
-        if self.tunnel:
-            assert self.transport is not None
-            self.transport.write(data)
-        elif self.resp_chunked:
-            self.wbuf += (b"%x\r\n" % len(data), data, b"\r\n")
-        else:
-            self.wbuf.append(data)
+            return REBUILT
+        if req.upgrade:
+            close = True  # the client may already be sending the other protocol
+        if rh.raw_ok and client11 and not close and framing != UNTIL_CLOSE:
+            return RAW
+        mode = REBUILT
+        extra = b""
+        if framing == CHUNKED and req.method != b"HEAD":
+            if client11:
+                extra = b"Transfer-Encoding: chunked\r\n"
+            else:
+                mode = DECODE
+                close = True
+        elif framing == UNTIL_CLOSE:
+            if client11:
+                mode = ENCODE  # keep the client connection: chunk what the server streams
+                extra = b"Transfer-Encoding: chunked\r\n"
+            else:
+                close = True
+        self.resp_encoded = mode == ENCODE
+        if close:
+            extra += b"Connection: close\r\n"
+        elif not client11:
+            extra += b"Connection: keep-alive\r\n"
+        self.close_after = close
+        self.wbuf.append(rh.block + extra + b"\r\n")
+        return mode
 
     def flush_client(self) -> None:
-        """Write what the last server read produced (called after each parse)."""
-        if self.wbuf:
-            if self.transport is not None and not self.closed:
-                self.transport.writelines(self.wbuf)
-            self.wbuf.clear()
+        """Write what the last server read produced."""
+        wbuf = self.wbuf
+        if wbuf:
+            if not self.closed and self.transport is not None:
+                if len(wbuf) == 1:
+                    self.transport.write(wbuf[0])
+                else:
+                    self.transport.writelines(wbuf)
+            wbuf.clear()
 
-    def on_response_end(self, trailers: bytes) -> None:
-        if self.resp_interim:
-            self.resp_interim = False
-            return
-        if self.tunnel:
-            return  # llhttp ends the 101 message; the tunnel goes on
-        up = self.up
-        ex = self.active
-        reusable = ex is not None and ex.ended and self.resp_keepalive and not self.resp_until_close
-        if up is not None:
+    def on_tunnel_data(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def on_response_end(self, conn: UpstreamConn) -> None:
+        if self.up is conn:
             self.up = None
-            self._server_done(ex)
-        self._response_complete(trailers, reusable=reusable, conn=up)
+            self._server_done()
+        self._response_complete(conn)
 
-    def _response_complete(self, trailers: bytes, *, reusable: bool, conn: UpstreamConn | None) -> None:
-        if self.resp_chunked:
-            self.wbuf.append(b"0\r\n" + trailers + b"\r\n")
+    def _response_complete(self, conn: UpstreamConn | None) -> None:
+        if self.resp_encoded:
+            self.resp_encoded = False
+            self.wbuf.append(b"0\r\n\r\n")
         self.flush_client()
         now = self.loop.time()
         if conn is not None:
-            if reusable:
+            if self.req_ended:
                 conn.release(now)
             else:
                 conn.close()
@@ -620,25 +596,27 @@ class HttpFrontend(asyncio.Protocol):
         stats = self.worker.stats
         stats.requests += 1
         stats.count_status(status)
-        ex = self.active
-        if ex is not None and ex.server is not None:
-            ex.server.backend.scheduler.observed(ex.server.target, now - ex.started, status < 500)
-        self.active = None
+        self.req = None
         self.resp_started = False
         if self.close_after or self.closed:
             self._close()
             return
-        if self.pending:
-            nxt = self.pending.popleft()
-            self.active = nxt
-            self._start(nxt)
+        if self.phase == BODY:
+            # Answered before the whole body arrived (an error): the rest cannot be read safely.
+            self._close()
+            return
+        self.phase = HEAD
+        if self.inbuf:
+            data = self.inbuf
+            self.inbuf = b""
+            self._heads(data)
             if self.closed:
                 return
         else:
-            self.parsing = None if self.parsing is ex else self.parsing
             self.idle_wait = True
             self.deadline = now + self.lst.client_timeout
-        self._maybe_resume()
+        if self.reading_paused:
+            self._maybe_resume()
 
     # ------------------------------------------------------------- tunnel
     def _start_tunnel(self) -> None:
@@ -646,13 +624,13 @@ class HttpFrontend(asyncio.Protocol):
         if up is None or up.transport is None:
             self._close()
             return
+        self.phase = TUNNEL
         up.deadline = 0.0
         self.deadline = 0.0
         self.worker.stats.upgrades += 1
-        buf = self.tunnel_buf or []
-        self.tunnel_buf = []
-        if buf:
-            up.transport.writelines(buf)
+        if self.inbuf:
+            up.transport.write(self.inbuf)
+            self.inbuf = b""
         self._maybe_resume()
 
     # ------------------------------------------------------------ helpers
@@ -663,17 +641,17 @@ class HttpFrontend(asyncio.Protocol):
         if self.resp_started:
             self._abort()
             return
-        ex = self.active
-        if (ex is not None and ex.head.version != "1.1") or self.close_after:
+        req = self.req
+        if (req is not None and req.version != b"1.1") or self.close_after:
             close = True
         self.close_after = close or self.close_after
         self.resp_status = status
-        self.resp_chunked = False
         t.write(error_response(status, close))
-        if self.up is not None:
-            conn, self.up = self.up, None
-            self._server_done(ex)
-            conn.abort()
+        up = self.up
+        if up is not None:
+            self.up = None
+            self._server_done()
+            up.abort()
         self._exchange_done(status, self.loop.time())
 
     def _protocol_error(self, exc: ProtocolError) -> None:
@@ -685,14 +663,13 @@ class HttpFrontend(asyncio.Protocol):
         up = self.up
         if up is not None:  # e.g. a bad chunk in a body already being forwarded
             self.up = None
-            self._server_done(self.active)
+            self._server_done()
             up.abort()
         if self.connecting is not None:
             self.connecting = None
             if self.connect_task is not None:
                 self.connect_task.cancel()
-        self.active = None
-        self.pending = None
+        self.req = None
         t = self.transport
         if t is not None and not self.closed:
             t.write(error_response(exc.status, True))
@@ -707,12 +684,9 @@ class HttpFrontend(asyncio.Protocol):
     def _maybe_resume(self) -> None:
         if not self.reading_paused or self.closed:
             return
-        if self.up_write_blocked or self.client_write_blocked or self.pending:
+        if self.up_write_blocked or self.client_write_blocked or self.req_buf is not None:
             return
-        ex = self.active
-        if ex is not None and ex.buf is not None:
-            return
-        if self.tunnel_buf is not None and not self.tunnel:
+        if self.inbuf and self.phase != HEAD:
             return
         self.reading_paused = False
         assert self.transport is not None
@@ -721,7 +695,7 @@ class HttpFrontend(asyncio.Protocol):
     def drain(self) -> None:
         """Graceful stop: finish the current exchange, then close."""
         self.close_after = True
-        if self.active is None and self.up is None:
+        if self.req is None and self.up is None:
             self._close()
 
     def _close(self) -> None:
@@ -735,7 +709,7 @@ class HttpFrontend(asyncio.Protocol):
         up = self.up
         if up is not None:
             self.up = None
-            self._server_done(self.active)
+            self._server_done()
             up.abort()
         self.wbuf.clear()
         if self.transport is not None and not self.closed:

@@ -3,12 +3,15 @@
 Theory of operation
 -------------------
 An :class:`UpstreamConn` is either *bound* to one client exchange (``owner`` is the
-frontend protocol, and the response reader delivers events straight to it) or *idle*
-in its server's pool (``owner`` is None). While idle, any byte or EOF from the
-server means the connection cannot be reused: it closes itself and the pool skips
-it. The owner receives ``upstream_lost`` if the connection dies while bound, and
-write backpressure (``pause_writing``) is forwarded to the owner so it can stop
-reading from its client.
+frontend protocol) or *idle* in its server's pool (``owner`` is None). While idle,
+any byte or EOF from the server means the connection cannot be reused: it closes
+itself and the pool skips it.
+
+While bound it reads one response: the head is found in the byte stream, validated
+and digested by :func:`pyvs.http.h1.parse_response_head`, handed to the owner (which
+chooses how to present it to its client), and the body is delimited by a framer from
+:mod:`pyvs.http.framing` and handed over as raw byte ranges. After the end of the
+response, any further byte is a protocol violation: the connection is not reused.
 """
 
 from __future__ import annotations
@@ -16,51 +19,57 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Protocol
 
-from pyvs.http.codec import ResponseReader, ResponseSink
+from pyvs.http.errors import ProtocolError
+from pyvs.http.framing import ChunkedBody, LengthBody, UntilClose
+from pyvs.http.h1 import CHUNKED, LENGTH, NO_BODY, ResponseHead, parse_response_head
 
 if TYPE_CHECKING:
     from pyvs.runtime.timers import Sweeper
     from pyvs.upstream.server import ServerState
 
+MAX_RESPONSE_HEAD = 65536
 
-class Owner(ResponseSink, Protocol):
+# What the owner does with a response (returned by Owner.on_response_head)
+RAW = 0  # forward head and body bytes as received
+REBUILT = 1  # the owner wrote its own head; forward body bytes as received
+DECODE = 2  # the owner wrote its own head; forward the chunked body decoded
+ENCODE = 3  # the owner wrote its own head; chunk-encode a body delimited by close
+
+Framer = LengthBody | ChunkedBody | UntilClose
+
+
+class Owner(Protocol):
     """What a bound connection reports to (the L7 frontend)."""
+
+    wbuf: list[bytes]
 
     def upstream_ready(self, conn: UpstreamConn) -> None: ...
     def upstream_lost(self, conn: UpstreamConn, exc: Exception | None) -> None: ...
     def upstream_eof(self, conn: UpstreamConn) -> None: ...
-    def flush_client(self) -> None: ...
     def upstream_write_blocked(self, blocked: bool) -> None: ...
     def upstream_timeout(self, conn: UpstreamConn) -> None: ...
-
-
-class _NoSink:
-    """Sink of an idle connection: a response nobody asked for kills the connection."""
-
-    def __init__(self, conn: UpstreamConn) -> None:
-        self.conn = conn
-
-    def on_response_head(self, head: object) -> None:
-        self.conn.close()
-
-    def on_response_body(self, data: bytes) -> None:
-        self.conn.close()
-
-    def on_response_end(self, trailers: bytes) -> None:
-        self.conn.close()
+    def on_interim(self, rh: ResponseHead) -> None: ...
+    def on_response_head(self, rh: ResponseHead) -> int: ...
+    def on_response_end(self, conn: UpstreamConn) -> None: ...
+    def on_tunnel_data(self, data: bytes) -> None: ...
+    def flush_client(self) -> None: ...
 
 
 class UpstreamConn(asyncio.Protocol):
     """Client side of a connection to one server."""
 
     __slots__ = (
-        "_nosink",
         "bytes_in",
         "closed",
         "deadline",
+        "framer",
+        "garbage",
+        "head_request",
         "idle_since",
+        "inbuf",
+        "mode",
         "owner",
-        "reader",
+        "response",
         "server",
         "sweeper",
         "transport",
@@ -73,14 +82,18 @@ class UpstreamConn(asyncio.Protocol):
         self.owner = owner
         self.sweeper = sweeper
         self.transport: asyncio.Transport | None = None
-        self._nosink = _NoSink(self)
-        self.reader = ResponseReader(owner if owner is not None else self._nosink)
-        self.bytes_in = 0
         self.closed = False
         self.deadline = 0.0
         self.idle_since = 0.0
         self.write_blocked = False
         self.upgraded = False
+        self.bytes_in = 0
+        self.head_request = False
+        self.inbuf = b""
+        self.framer: Framer | None = None
+        self.response: ResponseHead | None = None
+        self.mode = RAW
+        self.garbage = False
 
     # ---- asyncio callbacks -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -91,29 +104,111 @@ class UpstreamConn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         owner = self.owner
+        if owner is None:
+            self.close()  # bytes on an idle connection: it cannot be trusted any more
+            return
         self.bytes_in += len(data)
         if self.upgraded:
-            if owner is not None:
-                owner.on_response_body(data)
-            return
-        if owner is None:
-            self.close()
+            owner.on_tunnel_data(data)
             return
         try:
-            offset = self.reader.feed(data)
-            owner.flush_client()  # the owner may have released us meanwhile: still flush it
-        except Exception as exc:  # ProtocolError or a callback failure: both end the exchange
-            owner = self.owner
+            framer = self.framer
+            if framer is None:
+                self._head(owner, data)
+            else:
+                self._body(owner, framer, data, 0, -1)
+        except ProtocolError as exc:
             self.close()
-            if owner is not None:
-                owner.upstream_lost(self, exc)
+            owner.upstream_lost(self, exc)
+
+    def _head(self, owner: Owner, data: bytes) -> None:
+        if self.response is not None:
+            self.garbage = True  # bytes after a complete response
             return
-        if offset is not None and self.owner is not None:
-            # 101 Switching Protocols: the rest is the tunnelled stream.
+        if self.inbuf:
+            data = self.inbuf + data
+            self.inbuf = b""
+        pos = 0
+        while True:
+            end = data.find(b"\r\n\r\n", pos)
+            if end < 0:
+                rest = data[pos:]
+                if len(rest) > MAX_RESPONSE_HEAD:
+                    raise ProtocolError("response head too large", 502)
+                self.inbuf = rest
+                owner.flush_client()
+                return
+            end += 4
+            if end - pos > MAX_RESPONSE_HEAD:
+                raise ProtocolError("response head too large", 502)
+            rh = parse_response_head(data[pos:end], head_request=self.head_request)
+            if rh.status >= 200 or rh.status == 101:
+                break
+            owner.on_interim(rh)
+            pos = end
+        self.response = rh
+        mode = self.mode = owner.on_response_head(rh)
+        if rh.status == 101:
             self.upgraded = True
-            rest = data[offset:]
-            if rest:
-                self.owner.on_response_body(rest)
+            if end < len(data):
+                owner.on_tunnel_data(data[end:])
+            return
+        if rh.framing == NO_BODY:
+            if mode == RAW:
+                owner.wbuf.append(data if pos == 0 and end == len(data) else data[pos:end])
+            if end < len(data):
+                self.garbage = True
+            self._end(owner)
+            return
+        framer: Framer
+        if rh.framing == LENGTH:
+            framer = LengthBody(rh.length)
+        elif rh.framing == CHUNKED:
+            framer = ChunkedBody(decode=mode == DECODE)
+        else:
+            framer = UntilClose()
+        self.framer = framer
+        self._body(owner, framer, data, end, pos if mode == RAW else end)
+
+    def _body(self, owner: Owner, framer: Framer, data: bytes, pos: int, out_from: int) -> None:
+        end, done = framer.feed(data, pos)
+        if self.mode == DECODE:
+            assert isinstance(framer, ChunkedBody)
+            owner.wbuf += framer.decoded
+            framer.decoded.clear()
+        else:
+            start = pos if out_from < 0 else out_from
+            if end > start:
+                piece = data if start == 0 and end == len(data) else data[start:end]
+                if self.mode == ENCODE:
+                    owner.wbuf += (b"%x\r\n" % len(piece), piece, b"\r\n")
+                else:
+                    owner.wbuf.append(piece)
+        if done:
+            if end < len(data):
+                self.garbage = True
+            self._end(owner)
+        else:
+            owner.flush_client()
+
+    def _end(self, owner: Owner) -> None:
+        self.framer = None
+        owner.on_response_end(self)
+
+    @property
+    def reusable(self) -> bool:
+        """The response just ended cleanly and the server allows another request."""
+        rh = self.response
+        return rh is not None and rh.keep_alive and not self.garbage and not self.closed and not self.upgraded
+
+    def start_response(self, head_request: bool) -> None:
+        """Prepare to read the response to a request just written."""
+        self.head_request = head_request
+        self.response = None
+        self.framer = None
+        self.inbuf = b""
+        self.garbage = False
+        self.bytes_in = 0
 
     def eof_received(self) -> bool | None:
         if self.upgraded and self.owner is not None:
@@ -142,18 +237,14 @@ class UpstreamConn(asyncio.Protocol):
     # ---- used by the owner and the pool ------------------------------------
     def bind(self, owner: Owner) -> None:
         self.owner = owner
-        self.bytes_in = 0
-        self.reader.sink = owner
 
     def release(self, now: float) -> bool:
-        """Return to the server's idle pool; False (and closed) if the pool is full."""
+        """Return to the server's idle pool; False (and closed) if it cannot be reused."""
         self.owner = None
         server = self.server
-        if self.closed or len(server.idle) >= server.backend.max_idle:
+        if not self.reusable or len(server.idle) >= server.backend.max_idle:
             self.close()
             return False
-        self.reader.sink = self._nosink
-        self.bytes_in = 0
         self.idle_since = now
         self.deadline = now + server.backend.idle_timeout
         server.idle.append(self)

@@ -11,9 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pyvs.balance.base import PickContext, Scheduler, Target, create
+from pyvs.balance.hashing import HashScheduler
 from pyvs.config.schema import Backend, parse_address
 
 if TYPE_CHECKING:
+    from pyvs.http.h1 import RequestHead
+    from pyvs.l7.frontend import HttpFrontend
     from pyvs.upstream.connection import UpstreamConn
 
 
@@ -27,6 +30,7 @@ class ServerState:
         "host",
         "host_header",
         "idle",
+        "index",
         "name",
         "opened",
         "port",
@@ -39,6 +43,7 @@ class ServerState:
     def __init__(self, backend: BackendRuntime, index: int, name: str, address: str, weight: int,
                  backup: bool, maxconn: int) -> None:
         self.backend = backend
+        self.index = index
         self.name = name
         self.host, self.port = parse_address(address)
         # Used as Host for HTTP/1.0 requests that carry none.
@@ -94,7 +99,9 @@ class BackendRuntime:
             for i, s in enumerate(cfg.servers)
         ]
         self.by_index = {s.target.index: s for s in self.servers}
-        self.scheduler: Scheduler = create(cfg.balance, [s.target for s in self.servers], seed=seed)
+        self.scheduler: Scheduler = create(
+            cfg.balance, [s.target for s in self.servers], seed=seed, hash_type=cfg.hash_type
+        )
         self.connect_timeout = cfg.timeouts.connect
         self.server_timeout = cfg.timeouts.server
         self.total_timeout = cfg.timeouts.total
@@ -104,9 +111,20 @@ class BackendRuntime:
         self.no_server = 0
         # One shared context for schedulers that read nothing from the request.
         self._empty_ctx = PickContext()
+        self.needs_context = isinstance(self.scheduler, HashScheduler)
 
-    def pick(self, exclude: frozenset[int] = frozenset()) -> ServerState | None:
-        ctx = self._empty_ctx if not exclude else PickContext(exclude=exclude)
+    def pick(
+        self, exclude: frozenset[int] = frozenset(), client: HttpFrontend | None = None,
+        head: RequestHead | None = None,
+    ) -> ServerState | None:
+        """Choose a server. The request is only digested into a :class:`PickContext`
+        when the algorithm reads one (hashing); the others share an empty context."""
+        if self.needs_context and (client is not None or head is not None):
+            ctx = request_context(client, head, exclude)
+        elif exclude:
+            ctx = PickContext(exclude=exclude)
+        else:
+            ctx = self._empty_ctx
         target = self.scheduler.pick(ctx)
         if target is None:
             return None
@@ -124,3 +142,27 @@ class BackendRuntime:
             "no_server": self.no_server,
             "servers": [s.statistics() for s in self.servers],
         }
+
+
+def request_context(client: HttpFrontend | None, head: RequestHead | None, exclude: frozenset[int]) -> PickContext:
+    """The request facts hashing schedulers read: client address, path, query, headers, cookies."""
+    ctx = PickContext(exclude=exclude)
+    if client is not None:
+        ctx.client_ip = client.client_ip.decode()
+    if head is not None:
+        path, _, query = head.target.partition(b"?")
+        ctx.path = path.decode("latin-1")
+        ctx.query = query.decode("latin-1")
+        headers = {}
+        for name, value in head.field_lines():
+            headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        if head.host is not None:
+            headers["host"] = head.host.decode("latin-1")
+        ctx.headers = headers
+        cookie = headers.get("cookie")
+        if cookie:
+            for part in cookie.split(";"):
+                k, eq, v = part.strip().partition("=")
+                if eq:
+                    ctx.cookies.setdefault(k, v)
+    return ctx

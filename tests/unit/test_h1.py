@@ -1,0 +1,134 @@
+"""Request and response heads: llhttp validation and the fields pyvs acts on, from bytes."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyvs.http.errors import ProtocolError
+from pyvs.http.h1 import CHUNKED, LENGTH, NO_BODY, UNTIL_CLOSE, parse_request_head, parse_response_head
+
+
+def test_simple_get_keeps_its_head_bytes() -> None:
+    h = parse_request_head(b"GET /a?b=1 HTTP/1.1\r\nHost: h:81\r\nAccept: */*\r\n\r\n")
+    assert (h.method, h.target, h.version, h.host) == (b"GET", b"/a?b=1", b"1.1", b"h:81")
+    assert h.path == b"/a" and h.keep_alive and h.framing == NO_BODY and h.idempotent
+    assert h.block == b"GET /a?b=1 HTTP/1.1\r\nHost: h:81\r\nAccept: */*\r\n"
+
+
+def test_content_length_and_chunked_framing() -> None:
+    h = parse_request_head(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n")
+    assert h.framing == LENGTH and h.length == 5 and b"Content-Length: 5" in h.block
+    h = parse_request_head(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert h.framing == CHUNKED and b"Transfer-Encoding" not in h.block
+
+
+def test_hop_by_hop_and_connection_named_fields_are_removed() -> None:
+    h = parse_request_head(
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Private\r\nX-Private: s\r\n"
+        b"Keep-Alive: 5\r\nTE: trailers\r\nProxy-Authorization: x\r\nAccept: */*\r\n\r\n"
+    )
+    assert h.block == b"GET / HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n"
+
+
+def test_plain_keepalive_connection_field_is_left_alone() -> None:
+    h = parse_request_head(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n\r\n")
+    assert h.block.endswith(b"Connection: keep-alive\r\n") and h.keep_alive
+
+
+def test_forwarding_fields_are_captured_and_removed() -> None:
+    h = parse_request_head(
+        b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\nx-forwarded-for: 2.2.2.2\r\n"
+        b"Forwarded: for=3.3.3.3\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: e.com\r\n\r\n"
+    )
+    assert h.xff == b"1.1.1.1, 2.2.2.2" and h.forwarded == b"for=3.3.3.3"
+    assert h.xf_proto == b"https" and h.xf_host == b"e.com"
+    assert h.block == b"GET / HTTP/1.1\r\nHost: h\r\n"
+
+
+def test_keep_alive_rules_and_expect() -> None:
+    assert not parse_request_head(b"GET / HTTP/1.0\r\n\r\n").keep_alive
+    assert parse_request_head(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive
+    assert not parse_request_head(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").keep_alive
+    h = parse_request_head(b"PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+    assert h.expect_continue
+
+
+def test_upgrade_needs_connection_upgrade() -> None:
+    h = parse_request_head(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    assert h.upgrade == b"websocket" and b"Upgrade" not in h.block
+    h = parse_request_head(b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n")
+    assert h.upgrade is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"NONSENSE\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),  # no Host
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nName : x\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n folded: x\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+        (b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ],
+)
+def test_malformed_requests_are_rejected(raw: bytes, status: int) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_request_head(raw)
+    assert info.value.status == status
+
+
+NGINX = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n"
+         b"Connection: keep-alive\r\n\r\n")
+
+
+def test_common_response_can_be_forwarded_byte_for_byte() -> None:
+    rh = parse_response_head(NGINX, head_request=False)
+    assert rh.raw_ok and rh.framing == LENGTH and rh.length == 100 and rh.keep_alive and rh.status == 200
+
+
+def test_response_framings() -> None:
+    rh = parse_response_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", head_request=False)
+    assert rh.framing == CHUNKED and not rh.raw_ok and b"Transfer-Encoding" not in rh.block
+    assert parse_response_head(NGINX, head_request=True).framing == NO_BODY
+    assert parse_response_head(b"HTTP/1.1 204 No Content\r\n\r\n", head_request=False).framing == NO_BODY
+    assert parse_response_head(b"HTTP/1.1 304 Not Modified\r\n\r\n", head_request=False).framing == NO_BODY
+    assert parse_response_head(b"HTTP/1.1 100 Continue\r\n\r\n", head_request=False).framing == NO_BODY
+    rh = parse_response_head(b"HTTP/1.0 200 OK\r\nX: y\r\n\r\n", head_request=False)
+    assert rh.framing == UNTIL_CLOSE and not rh.keep_alive and rh.block == b"HTTP/1.1 200 OK\r\nX: y\r\n"
+
+
+def test_response_hop_by_hop_removed() -> None:
+    rh = parse_response_head(
+        b"HTTP/1.1 200 OK\r\nConnection: close, X-Internal\r\nX-Internal: 1\r\nKeep-Alive: timeout=5\r\n"
+        b"Content-Length: 0\r\n\r\n",
+        head_request=False,
+    )
+    assert not rh.raw_ok and not rh.keep_alive
+    assert rh.block == b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"
+
+
+def test_switching_protocols() -> None:
+    rh = parse_response_head(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n", head_request=False
+    )
+    assert rh.status == 101 and rh.upgrade == b"websocket" and rh.framing == NO_BODY
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+        b"SSH-2.0-OpenSSH\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ],
+)
+def test_malformed_responses_are_rejected(raw: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        parse_response_head(raw, head_request=False)
