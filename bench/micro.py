@@ -72,7 +72,6 @@ def main() -> None:
 
     if "--profile" in sys.argv:
         import cProfile
-        import pstats
 
         cProfile.runctx("run()", globals(), {"run": run})
         return

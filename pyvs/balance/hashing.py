@@ -197,6 +197,10 @@ class HashScheduler(Scheduler):
         self._key = key_function(self.key_kind, self.arg)
         self._current = [0] * len(self.targets)
         kind = self.effective_hash_type()
+        opts, defaults = self.options, self.defaults
+        for option, needs in (("balance_factor", "consistent"), ("replicas", "consistent"), ("table_size", "maglev")):
+            if opts[option] != defaults[option] and kind != needs:
+                raise ValueError(f"{self.name}: option {option} needs hash_type {needs}, not {kind}")
         if kind == "map":
             self.index = MapIndex(self)
         elif kind == "consistent":

@@ -41,9 +41,7 @@ def _steps_done(elapsed: float, duration: float, steps: int) -> int:
     return min(steps, int(elapsed * steps / duration))
 
 
-def slowstart_weight(
-    weight: int, now: float, since: float, duration: float, steps: int = DEFAULT_STEPS
-) -> int:
+def slowstart_weight(weight: int, now: float, since: float, duration: float, steps: int = DEFAULT_STEPS) -> int:
     """The effective weight at ``now`` of a server up since ``since``.
 
     ``weight`` is the full (configured) weight; ``duration`` 0 disables the ramp.

@@ -34,7 +34,7 @@ def encode(pieces: list[bytes], trailers: bytes = b"") -> bytes:
 def test_chunked_any_split_decodes_and_ends_exactly(pieces: list[bytes], cuts: list[int], trailers: bytes) -> None:
     wire = encode(pieces, trailers)
     stream = wire + b"NEXT"
-    bounds = sorted({c for c in cuts if 0 < c < len(stream)}) + [len(stream)]
+    bounds = [*sorted({c for c in cuts if 0 < c < len(stream)}), len(stream)]
     f = ChunkedBody(decode=True)
     start = 0
     consumed = 0

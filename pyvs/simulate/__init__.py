@@ -1,0 +1,1 @@
+"""``pyvs simulate``: the real schedulers against a synthetic workload, in simulated time."""
