@@ -125,7 +125,15 @@ def _collect(parser: httptools.HttpRequestParser | httptools.HttpResponseParser,
     return out
 
 
+_KEEPALIVE_TOKENS = [b"keep-alive"]
+_CLOSE_TOKENS = [b"close"]
+
+
 def _tokens(value: bytes) -> list[bytes]:
+    if value == b"keep-alive" or value == b"Keep-Alive":  # what nearly every peer sends
+        return _KEEPALIVE_TOKENS
+    if value == b"close":
+        return _CLOSE_TOKENS
     return [t.strip().lower() for t in value.split(b",") if t.strip()]
 
 

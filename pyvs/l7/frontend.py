@@ -52,6 +52,8 @@ log = logging.getLogger("pyvs.http")
 # server is very unlikely to be closing it at that very moment.
 UNSAFE_REUSE_MAX_IDLE = 2.0
 
+_NONE_TRIED: frozenset[int] = frozenset()
+
 # Client connection phases
 HEAD = 0  # waiting for (the rest of) a request head
 BODY = 1  # forwarding a request body
@@ -286,7 +288,7 @@ class HttpFrontend(asyncio.Protocol):
             return
         self.backend = backend
         self.started = self.loop.time()
-        self.tried = frozenset()
+        self.tried = _NONE_TRIED
         self.attempts = 0
         self._attempt(backend, head)
 
@@ -297,7 +299,6 @@ class HttpFrontend(asyncio.Protocol):
             self._send_error(503 if not self.tried else 502, close=not self.req_ended)
             return
         self.server = server
-        self.tried = self.tried | {server.index}
         self.attempts += 1
         conn = None
         if server.idle:
@@ -338,6 +339,7 @@ class HttpFrontend(asyncio.Protocol):
                     exc or "error")
         if self.attempts <= backend.retries:
             self.worker.stats.retries += 1
+            self.tried = self.tried | server.index_set
             self._attempt(backend, head)
         else:
             self._send_error(504 if isinstance(exc, TimeoutError) else 502, close=not self.req_ended)
@@ -378,6 +380,10 @@ class HttpFrontend(asyncio.Protocol):
 
     def _request_head(self, head: RequestHead, server: ServerState) -> bytes:
         lst = self.lst
+        if lst.fw_default and not self.trusted and head.framing != CHUNKED and head.host and head.version == b"1.1" \
+                and not head.upgrade:
+            # The default forwarding fields for an ordinary request: one join.
+            return b"".join((head.block, self.xff_line, lst.xfp_line, b"X-Forwarded-Host: ", head.host, b"\r\n\r\n"))
         block = head.block
         if head.version == b"1.0":
             block = block.replace(b" HTTP/1.0\r\n", b" HTTP/1.1\r\n", 1)
@@ -490,6 +496,7 @@ class HttpFrontend(asyncio.Protocol):
         ):
             # Typically a pooled connection the server closed as we reused it.
             self.worker.stats.retries += 1
+            self.tried = self.tried | conn.server.index_set
             self._attempt(backend, head)
             return
         conn.server.responses_5xx += 1
@@ -576,7 +583,11 @@ class HttpFrontend(asyncio.Protocol):
     def on_response_end(self, conn: UpstreamConn) -> None:
         if self.up is conn:
             self.up = None
-            self._server_done()
+            server = self.server
+            if server is not None:
+                self.server = None
+                server.active -= 1
+                server.backend.scheduler.released(server.target)
         self._response_complete(conn)
 
     def _response_complete(self, conn: UpstreamConn | None) -> None:
@@ -595,7 +606,10 @@ class HttpFrontend(asyncio.Protocol):
     def _exchange_done(self, status: int, now: float) -> None:
         stats = self.worker.stats
         stats.requests += 1
-        stats.count_status(status)
+        if 200 <= status < 300:
+            stats.responses_2xx += 1
+        else:
+            stats.count_status(status)
         self.req = None
         self.resp_started = False
         if self.close_after or self.closed:

@@ -80,6 +80,9 @@ class ListenerRuntime:
         self.xfp_line = b"X-Forwarded-Proto: " + self.scheme + b"\r\n"
         self.via_value = b"1.1 pyvs"
         self.trusted = tuple(ipaddress.ip_network(c, strict=False) for c in fw.trusted_proxies)
+        # True for the default set (X-Forwarded-For/-Proto/-Host, no Forwarded, no Via):
+        # the request path then builds the forwarded head with a single join.
+        self.fw_default = self.fw_xff and self.fw_xfp and self.fw_xfh and not self.fw_forwarded and not self.fw_via
 
     def is_trusted(self, ip: str) -> bool:
         if not self.trusted or not ip:

@@ -31,6 +31,7 @@ class ServerState:
         "host_header",
         "idle",
         "index",
+        "index_set",
         "name",
         "opened",
         "port",
@@ -44,6 +45,7 @@ class ServerState:
                  backup: bool, maxconn: int) -> None:
         self.backend = backend
         self.index = index
+        self.index_set = frozenset({index})  # for retry exclusion without building a set per request
         self.name = name
         self.host, self.port = parse_address(address)
         # Used as Host for HTTP/1.0 requests that carry none.
