@@ -47,11 +47,13 @@ def _problems(err: ValidationError) -> list[str]:
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         where = _loc(loc)
-        # Cross-reference errors already carry their own path ("listeners[0].backend: ...").
-        if not where and ":" in msg.split(" ", 1)[0]:
-            problems.append(msg)
-        else:
-            problems.append(f"{where or '(top level)'}: {msg}")
+        # Cross-reference errors already carry their own path ("listeners[0].backend: ..."),
+        # several to a message, one per line.
+        for line in msg.split("\n"):
+            if not where and ":" in line.split(" ", 1)[0]:
+                problems.append(line)
+            else:
+                problems.append(f"{where or '(top level)'}: {line}")
     return problems
 
 

@@ -12,37 +12,13 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from pyvs.config.health_schema import HealthCheck, PassiveHealth, SorryConfig, merge_server_health
+from pyvs.config.schema_base import Model, _address, parse_address
 from pyvs.config.units import Duration, Size
 
-
-class Model(BaseModel):
-    """Base: unknown keys are errors, values are immutable once loaded."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-def parse_address(value: str, *, what: str = "host:port") -> tuple[str, int]:
-    """``"127.0.0.1:80"`` / ``"[::1]:80"`` / ``"localhost:80"`` -> (host, port)."""
-    if not isinstance(value, str) or ":" not in value:
-        raise ValueError(f"expected {what}, got {value!r}")
-    host, _, port_s = value.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        ipaddress.IPv6Address(host)
-    elif ":" in host:
-        raise ValueError(f"expected {what} (IPv6 addresses go in brackets: [::1]:80), got {value!r}")
-    if not host:
-        raise ValueError(f"expected {what}, the host is empty in {value!r}")
-    if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
-        raise ValueError(f"expected {what} with a port 0-65535, got {value!r}")
-    return host, int(port_s)
-
-
-def _address(value: str) -> str:
-    parse_address(value)
-    return value
+__all__ = ["Model", "parse_address"]
 
 
 class GlobalConfig(Model):
@@ -174,6 +150,9 @@ class Server(Model):
     weight: int = Field(1, ge=0, le=256, description="Relative share of traffic; 0 takes none.")
     backup: bool = Field(False, description="Used only when no non-backup server is up.")
     maxconn: int = Field(0, ge=0, description="Most concurrent requests sent to it; 0 = no limit.")
+    health: HealthCheck | None = Field(
+        None, description="Per-server changes to the backend's health check (merged over it), e.g. {port: 8081}."
+    )
 
     _v = field_validator("address")(lambda cls, v: _address(v))
 
@@ -202,13 +181,34 @@ class Backend(Model):
 
     name: str = Field(description="Unique backend name.")
     balance: str = Field("roundrobin", description="Scheduling algorithm, e.g. roundrobin, static-rr.")
-    hash_type: Literal["map", "consistent"] = Field("map", description="For hash-based algorithms.")
+    hash_type: Literal["map", "consistent", "maglev"] = Field("map", description="For hash-based algorithms.")
     servers: list[Server] = Field(min_length=1, description="The servers.")
     timeouts: BackendTimeouts = Field(default_factory=BackendTimeouts, description="Server timeouts.")
     pool: PoolConfig = Field(default_factory=PoolConfig, description="Connection reuse.")
     retries: int = Field(
         2, ge=0, le=10, description="Extra attempts on another server after a failed connect."
     )
+    health: HealthCheck | None = Field(None, description="Active health check of every server (none: always up).")
+    passive: PassiveHealth | None = Field(None, description="Outlier detection on live traffic (none: off).")
+    slowstart: Duration = Field(
+        0.0, ge=0, description="A server coming back UP ramps its weight from near 0 to full over this time."
+    )
+    sorry: SorryConfig = Field(default_factory=SorryConfig, description="Answer when no server is up.")
+
+    _merge_health = model_validator(mode="before")(lambda cls, data: merge_server_health(data))
+
+    @model_validator(mode="after")
+    def _scheduler_builds(self) -> Backend:
+        """Build the scheduler once so that a bad argument (``header`` without a name)
+        is reported by ``pyvs check`` rather than crashing the workers."""
+        from pyvs.balance.base import Target, create
+
+        targets = [Target(index=i, name=s.name, weight=s.weight, backup=s.backup) for i, s in enumerate(self.servers)]
+        try:
+            create(self.balance, targets, hash_type=self.hash_type)
+        except ValueError as exc:
+            raise ValueError(f"balance: {exc}") from None
+        return self
 
     @field_validator("balance")
     @classmethod
@@ -244,24 +244,27 @@ class Config(Model):
 
     @model_validator(mode="after")
     def _check_references(self) -> Config:
+        errors: list[str] = []
         names = [b.name for b in self.backends]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise ValueError(f"backends: name {sorted(dup)[0]!r} is used twice")
+        for n in sorted({n for n in names if names.count(n) > 1}):
+            errors.append(f"backends: name {n!r} is used twice")
         lnames = [x.name for x in self.listeners]
-        ldup = {n for n in lnames if lnames.count(n) > 1}
-        if ldup:
-            raise ValueError(f"listeners: name {sorted(ldup)[0]!r} is used twice")
+        for n in sorted({n for n in lnames if lnames.count(n) > 1}):
+            errors.append(f"listeners: name {n!r} is used twice")
         known = set(names)
         binds: dict[str, str] = {}
         for i, lst in enumerate(self.listeners):
             if lst.backend is not None and lst.backend not in known:
-                raise ValueError(f"listeners[{i}].backend: no backend named {lst.backend!r}")
+                errors.append(f"listeners[{i}].backend: no backend named {lst.backend!r}")
             for j, r in enumerate(lst.routes):
                 if r.backend not in known:
-                    raise ValueError(f"listeners[{i}].routes[{j}].backend: no backend named {r.backend!r}")
+                    errors.append(f"listeners[{i}].routes[{j}].backend: no backend named {r.backend!r}")
             for addr in lst.bind:
                 if addr in binds:
-                    raise ValueError(f"listeners[{i}].bind: {addr} is also bound by listener {binds[addr]!r}")
+                    errors.append(f"listeners[{i}].bind: {addr} is also bound by listener {binds[addr]!r}")
                 binds[addr] = lst.name
+        if errors:
+            # One ValueError per problem is not possible from a validator; the loader
+            # splits this message back into one problem per line.
+            raise ValueError("\n".join(errors))
         return self

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 _DUR_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|s|m|h|d)")
 _DUR_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -22,6 +22,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration like 2s or 150ms, got a boolean")
     if isinstance(value, int | float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("duration must be a finite number")
         if value < 0:
             raise ValueError("duration must not be negative")
         return float(value)
@@ -30,10 +32,8 @@ def parse_duration(value: Any) -> float:
     text = value.strip().lower()
     if text in {"0", "0s"}:
         return 0.0
-    try:
+    if text.replace(".", "", 1).isdigit():
         return parse_duration(float(text))
-    except ValueError:
-        pass
     pos, total = 0, 0.0
     for m in _DUR_PART.finditer(text):
         if m.start() != pos:
@@ -68,5 +68,18 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
-Size = Annotated[int, BeforeValidator(parse_size)]
+_DURATION_SCHEMA = {
+    "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": r"^(\d+(\.\d+)?(us|ms|s|m|h|d))+$"}],
+    "description": "seconds, or a duration like 2s, 150ms, 1m30s",
+}
+_SIZE_SCHEMA = {
+    "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^\d+\s*[kKmMgG]?([iI]?[bB])?$"}],
+    "description": "bytes, or a size like 64k, 10m",
+}
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(_DURATION_SCHEMA),
+]
+Size = Annotated[int, BeforeValidator(parse_size), WithJsonSchema(_SIZE_SCHEMA)]

@@ -43,6 +43,18 @@ def _build(status: int, close: bool) -> bytes:
 _CACHE: dict[tuple[int, bool], bytes] = {}
 
 
+def sorry_response(status: int, body: str | None, content_type: str) -> tuple[bytes, bytes] | None:
+    """(keep-alive, close) variants of a backend's configured sorry response, or None
+    for the default 503."""
+    if body is None and status == 503:
+        return None
+    data = _BODIES.get(503, b"") if body is None else body.encode("utf-8")
+    reason = REASONS.get(status, b"Service Unavailable" if status == 503 else b"Unavailable")
+    head = (b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nCache-Control: no-store\r\n"
+            % (status, reason, content_type.encode("latin-1"), len(data)))
+    return head + b"\r\n" + data, head + b"Connection: close\r\n\r\n" + data
+
+
 def error_response(status: int, close: bool) -> bytes:
     """The full response bytes for ``status``; ``close`` adds ``Connection: close``."""
     key = (status, close)

@@ -295,9 +295,19 @@ class HttpFrontend(asyncio.Protocol):
     def _attempt(self, backend: BackendRuntime, head: RequestHead) -> None:
         server = backend.pick(self.tried, self, head)
         if server is None:
+            if self.tried:
+                self._send_error(502, close=not self.req_ended)
+                return
             backend.no_server += 1
-            self._send_error(503 if not self.tried else 502, close=not self.req_ended)
-            return
+            server = backend.sorry_server
+            if server is None:
+                sorry = backend.sorry_response
+                if sorry is None:
+                    self._send_error(503, close=not self.req_ended)
+                else:
+                    close = not self.req_ended or not head.keep_alive or self.close_after
+                    self._send_error(503, close=close, data=sorry[1] if close else sorry[0])
+                return
         self.server = server
         self.attempts += 1
         conn = None
@@ -328,6 +338,7 @@ class HttpFrontend(asyncio.Protocol):
         self.worker.sweeper.discard(conn)
         server = conn.server
         server.conn_failures += 1
+        self._passive_error(server, "connect")
         if self.connecting is not conn:
             return  # the client went away meanwhile
         self.connecting = None
@@ -359,7 +370,8 @@ class HttpFrontend(asyncio.Protocol):
         server = conn.server
         server.active += 1
         server.requests += 1
-        server.backend.scheduler.taken(server.target)
+        if server.index >= 0:  # the sorry server is outside the scheduler
+            server.backend.scheduler.taken(server.target)
         conn.start_response(head.method == b"HEAD")
         t = conn.transport
         assert t is not None
@@ -459,6 +471,7 @@ class HttpFrontend(asyncio.Protocol):
             conn.close()
             return
         self.worker.stats.server_timeouts += 1
+        self._passive_error(conn.server, "timeout")
         log.warning("server %s/%s timed out", conn.server.backend.name, conn.server.name)
         self.up = None
         self._server_done()
@@ -500,6 +513,7 @@ class HttpFrontend(asyncio.Protocol):
             self._attempt(backend, head)
             return
         conn.server.responses_5xx += 1
+        self._passive_error(conn.server, "5xx")
         if exc is not None:
             log.warning("server %s/%s failed: %s", conn.server.backend.name, conn.server.name, exc)
         self._send_error(502, close=True)
@@ -509,7 +523,17 @@ class HttpFrontend(asyncio.Protocol):
         if server is not None:
             self.server = None
             server.active -= 1
-            server.backend.scheduler.released(server.target)
+            if server.index >= 0:
+                server.backend.scheduler.released(server.target)
+
+    def _passive_error(self, server: ServerState, kind: str) -> None:
+        """Count a failure on live traffic; report the server after too many in a row."""
+        backend = server.backend
+        if kind in backend.passive_kinds:
+            server.consecutive_errors += 1
+            if server.consecutive_errors >= backend.passive_threshold:
+                server.consecutive_errors = 0
+                self.worker.report_outlier(server, kind)
 
     # ----------------------------------------------------------- responses
     def on_interim(self, rh: ResponseHead) -> None:
@@ -524,8 +548,13 @@ class HttpFrontend(asyncio.Protocol):
         status = rh.status
         self.resp_started = True
         self.resp_status = status
-        if status >= 500 and self.server is not None:
-            self.server.responses_5xx += 1
+        server = self.server
+        if server is not None:
+            if status >= 500:
+                server.responses_5xx += 1
+                self._passive_error(server, "5xx")
+            else:
+                server.consecutive_errors = 0
         client11 = req.version == b"1.1"
         close = self.close_after or not req.keep_alive or not self.req_ended or self.worker.draining
         framing = rh.framing
@@ -587,7 +616,8 @@ class HttpFrontend(asyncio.Protocol):
             if server is not None:
                 self.server = None
                 server.active -= 1
-                server.backend.scheduler.released(server.target)
+                if server.index >= 0:
+                    server.backend.scheduler.released(server.target)
         self._response_complete(conn)
 
     def _response_complete(self, conn: UpstreamConn | None) -> None:
@@ -648,7 +678,7 @@ class HttpFrontend(asyncio.Protocol):
         self._maybe_resume()
 
     # ------------------------------------------------------------ helpers
-    def _send_error(self, status: int, *, close: bool) -> None:
+    def _send_error(self, status: int, *, close: bool, data: bytes | None = None) -> None:
         t = self.transport
         if t is None or self.closed:
             return
@@ -660,7 +690,7 @@ class HttpFrontend(asyncio.Protocol):
             close = True
         self.close_after = close or self.close_after
         self.resp_status = status
-        t.write(error_response(status, close))
+        t.write(data if data is not None else error_response(status, close))
         up = self.up
         if up is not None:
             self.up = None

@@ -40,6 +40,11 @@ class WorkerHandle:
     started: float = field(default_factory=time.time)
     restarts: int = 0
     report: dict[str, Any] = field(default_factory=dict)
+    writer: asyncio.StreamWriter | None = None
+
+    def send(self, msg: dict[str, Any]) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
 
 
 class Supervisor:
@@ -53,6 +58,9 @@ class Supervisor:
         self.held: list[socket.socket] = []
         self.all_ready: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        from pyvs.health.manager import HealthManager
+
+        self.health = HealthManager(cfg, self.broadcast)
 
     # ---------------------------------------------------------------- start
     def check_binds(self) -> None:
@@ -118,6 +126,7 @@ class Supervisor:
             from pyvs.admin.server import start_admin
 
             runners.append(await start_admin(self, self.cfg.admin.listen))
+        self.health.start()
         try:
             await asyncio.wait_for(self.all_ready.wait(), 15)
         except TimeoutError:
@@ -125,6 +134,7 @@ class Supervisor:
         self._banner()
         await stop.wait()
         log.info("stopping: draining workers (grace %.0fs)", self.cfg.global_.grace)
+        await self.health.stop()
         await self._stop_workers()
         for r in runners:
             await r.cleanup()
@@ -158,6 +168,7 @@ class Supervisor:
 
     async def _read_channel(self, h: WorkerHandle) -> None:
         reader, writer = await asyncio.open_unix_connection(sock=h.chan)
+        h.writer = writer
         try:
             while True:
                 line = await reader.readline()
@@ -167,14 +178,25 @@ class Supervisor:
                     msg = json.loads(line)
                 except ValueError:
                     continue
-                if msg.get("type") == "ready":
+                kind = msg.get("type")
+                if kind == "ready":
                     h.ready = True
+                    for m in self.health.snapshot():
+                        h.send(m)
                     if all(w.ready for w in self.workers.values()) and self.all_ready is not None:
                         self.all_ready.set()
-                elif msg.get("type") == "stats":
+                elif kind == "stats":
                     h.report = msg
+                elif kind == "outlier":
+                    self.health.on_outlier(str(msg["backend"]), str(msg["server"]), str(msg.get("reason", "")))
         finally:
             writer.close()
+
+    def broadcast(self, msg: dict[str, Any]) -> None:
+        """Send ``msg`` to every running worker (health and runtime changes)."""
+        for h in self.workers.values():
+            if h.ready:
+                h.send(msg)
 
     def _reap(self) -> None:
         while True:
@@ -212,6 +234,13 @@ class Supervisor:
     def status(self) -> dict[str, Any]:
         reports = [h.report for h in self.workers.values() if h.report]
         agg = aggregate(reports)
+        health = self.health.statistics()
+        for b in agg["backends"]:
+            for s in b["servers"]:
+                hs = health.get(b["name"], {}).get(s["name"])
+                if hs is not None:
+                    s["state"] = hs["state"]
+                    s["health"] = hs
         return {
             "version": _version(),
             "pid": os.getpid(),

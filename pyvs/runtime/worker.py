@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from pyvs.config.schema import Config
@@ -25,7 +26,7 @@ from pyvs.l7.listener import ListenerRuntime
 from pyvs.runtime.sockets import bind_socket
 from pyvs.runtime.stats import WorkerStats
 from pyvs.runtime.timers import Sweeper
-from pyvs.upstream.server import BackendRuntime
+from pyvs.upstream.server import BackendRuntime, ServerState
 
 log = logging.getLogger("pyvs.worker")
 
@@ -44,6 +45,20 @@ class WorkerRuntime:
         self.backends = {b.name: BackendRuntime(b, seed=index) for b in cfg.backends}
         self.listeners = [ListenerRuntime(lc, self.backends, self) for lc in cfg.listeners]
         self.servers: list[asyncio.Server] = []
+        # Set by the channel code: sends one message to the supervisor.
+        self.send: Callable[[dict[str, Any]], None] = lambda msg: None
+
+    def report_outlier(self, server: ServerState, reason: str) -> None:
+        """Passive health: ``server`` failed too many live requests in a row."""
+        self.send({"type": "outlier", "backend": server.backend.name, "server": server.name, "reason": reason})
+
+    def on_message(self, msg: dict[str, Any]) -> None:
+        """A message from the supervisor."""
+        if msg.get("type") == "server":
+            backend = self.backends.get(msg["backend"])
+            server = backend.by_name.get(msg["server"]) if backend else None
+            if backend is not None and server is not None:
+                backend.apply(bool(msg["eligible"]), int(msg["weight"]), server)
 
     async def start(self) -> None:
         self.sweeper.start()
@@ -92,6 +107,8 @@ async def _worker_main(cfg: Config, index: int, chan: socket.socket) -> None:
     def send(msg: dict[str, Any]) -> None:
         writer.write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
 
+    rt.send = send
+
     await rt.start()
     # Everything allocated so far (config, modules, runtime) lives as long as the
     # worker: move it out of the collector's sight, and collect young objects less
@@ -106,11 +123,18 @@ async def _worker_main(cfg: Config, index: int, chan: socket.socket) -> None:
             await asyncio.sleep(cfg.global_.stats_interval)
             send(rt.report())
 
-    async def supervisor_gone() -> None:
-        await reader.read()  # EOF: the supervisor died; do not linger as an orphan
+    async def from_supervisor() -> None:
+        while True:
+            line = await reader.readline()
+            if not line:
+                break  # EOF: the supervisor died; do not linger as an orphan
+            try:
+                rt.on_message(json.loads(line))
+            except (ValueError, KeyError, TypeError):
+                log.exception("bad message from the supervisor: %r", line[:200])
         stop.set()
 
-    tasks = [asyncio.create_task(ticker()), asyncio.create_task(supervisor_gone())]
+    tasks = [asyncio.create_task(ticker()), asyncio.create_task(from_supervisor())]
     await stop.wait()
     await rt.drain(cfg.global_.grace)
     send(rt.report())

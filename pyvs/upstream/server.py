@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from pyvs.balance.base import PickContext, Scheduler, Target, create
 from pyvs.balance.hashing import HashScheduler
+from pyvs.balance.slowstart import WEIGHT_SCALE
 from pyvs.config.schema import Backend, parse_address
+from pyvs.l7.errors import sorry_response
 
 if TYPE_CHECKING:
     from pyvs.http.h1 import RequestHead
@@ -27,6 +29,7 @@ class ServerState:
         "active",
         "backend",
         "conn_failures",
+        "consecutive_errors",
         "host",
         "host_header",
         "idle",
@@ -39,6 +42,7 @@ class ServerState:
         "responses_5xx",
         "reused",
         "target",
+        "weight",
     )
 
     def __init__(self, backend: BackendRuntime, index: int, name: str, address: str, weight: int,
@@ -50,7 +54,10 @@ class ServerState:
         self.host, self.port = parse_address(address)
         # Used as Host for HTTP/1.0 requests that carry none.
         self.host_header = address.encode()
-        self.target = Target(index=index, name=name, weight=weight, backup=backup, maxconn=maxconn)
+        # Schedulers get weights scaled by WEIGHT_SCALE (see pyvs.balance.slowstart) so
+        # that slow start and agent percentages have resolution for weight-1 servers.
+        self.target = Target(index=index, name=name, weight=weight * WEIGHT_SCALE, backup=backup, maxconn=maxconn)
+        self.weight = weight
         self.idle: list[UpstreamConn] = []
         self.requests = 0
         self.opened = 0
@@ -58,6 +65,7 @@ class ServerState:
         self.conn_failures = 0
         self.responses_5xx = 0
         self.active = 0
+        self.consecutive_errors = 0  # passive health: failures in a row on live traffic
 
     def take_idle(self, now: float, max_idle_age: float) -> UpstreamConn | None:
         """Most recently used idle connection, or None. ``max_idle_age`` > 0 restricts
@@ -77,7 +85,8 @@ class ServerState:
         return {
             "name": self.name,
             "address": f"{self.host}:{self.port}",
-            "weight": self.target.weight,
+            "weight": self.weight,
+            "effective_weight": self.target.weight,
             "backup": self.target.backup,
             "eligible": self.target.eligible,
             "requests": self.requests,
@@ -101,6 +110,14 @@ class BackendRuntime:
             for i, s in enumerate(cfg.servers)
         ]
         self.by_index = {s.target.index: s for s in self.servers}
+        self.by_name = {s.name: s for s in self.servers}
+        sorry = cfg.sorry
+        # A sorry server is outside the scheduler: used only when pick() finds nobody.
+        self.sorry_server = ServerState(self, -1, "sorry", sorry.server, 1, True, 0) if sorry.server else None
+        self.sorry_response = sorry_response(sorry.status, sorry.body, sorry.content_type)
+        passive = cfg.passive
+        self.passive_threshold = passive.consecutive_errors if passive else 0
+        self.passive_kinds = frozenset(passive.errors) if passive else frozenset()
         self.scheduler: Scheduler = create(
             cfg.balance, [s.target for s in self.servers], seed=seed, hash_type=cfg.hash_type
         )
@@ -132,8 +149,22 @@ class BackendRuntime:
             return None
         return self.by_index[target.index]
 
+    def apply(self, eligible: bool, weight: int, server: ServerState) -> None:
+        """A health or operator change from the supervisor."""
+        t = server.target
+        sched = self.scheduler
+        if weight != t.weight:
+            sched.weight_changed(t, weight)
+        if eligible and not t.eligible:
+            sched.server_up(t)
+        elif not eligible and t.eligible:
+            sched.server_down(t)
+        if not eligible:
+            while server.idle:
+                server.idle.pop().close()
+
     def close_idle(self) -> None:
-        for s in self.servers:
+        for s in [*self.servers, *([self.sorry_server] if self.sorry_server else [])]:
             while s.idle:
                 s.idle.pop().close()
 

@@ -55,19 +55,25 @@ def _submodel(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
     return None, False
 
 
-def config_fields(model: type[BaseModel] = Config, prefix: str = "") -> dict[str, FieldInfo]:
+def config_fields(
+    model: type[BaseModel] = Config, prefix: str = "", seen: set[type[BaseModel]] | None = None
+) -> dict[str, FieldInfo]:
     """Every documented path -> its field, e.g. ``listeners[].forwarded.trusted_proxies``.
 
     A key is named by its alias when it has one (``global``, not ``global_``); a list
-    of sections adds ``[]`` to the path of the keys inside it.
+    of sections adds ``[]`` to the path of the keys inside it. A section model met a
+    second time (a server's ``health`` has the backend's ``health`` keys) is
+    documented once, where it first appears; the second place names only the key.
     """
+    seen = set() if seen is None else seen
     out: dict[str, FieldInfo] = {}
     for name, field in model.model_fields.items():
         path = prefix + (field.alias or name)
         out[path] = field
         sub, is_list = _submodel(field.annotation)
-        if sub is not None:
-            out.update(config_fields(sub, path + ("[]" if is_list else "") + "."))
+        if sub is not None and sub not in seen:
+            seen.add(sub)
+            out.update(config_fields(sub, path + ("[]" if is_list else "") + ".", seen))
     return out
 
 

@@ -1,0 +1,1 @@
+"""Health checking: active checks, passive outlier detection, the server state machine."""
