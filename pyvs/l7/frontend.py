@@ -293,7 +293,7 @@ class HttpFrontend(asyncio.Protocol):
         self._attempt(backend, head)
 
     def _attempt(self, backend: BackendRuntime, head: RequestHead) -> None:
-        server = backend.pick(self.tried, self, head)
+        server = backend.pick(self.tried, self, head, self.started)
         if server is None:
             if self.tried:
                 self._send_error(502, close=not self.req_ended)
@@ -617,7 +617,11 @@ class HttpFrontend(asyncio.Protocol):
                 self.server = None
                 server.active -= 1
                 if server.index >= 0:
-                    server.backend.scheduler.released(server.target)
+                    backend = server.backend
+                    backend.scheduler.released(server.target)
+                    if backend.observes:  # latency-aware algorithms only
+                        now = self.loop.time()
+                        backend.scheduler.observed(server.target, now - self.started, self.resp_status < 500, now)
         self._response_complete(conn)
 
     def _response_complete(self, conn: UpstreamConn | None) -> None:

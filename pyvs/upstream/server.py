@@ -131,10 +131,12 @@ class BackendRuntime:
         # One shared context for schedulers that read nothing from the request.
         self._empty_ctx = PickContext()
         self.needs_context = isinstance(self.scheduler, HashScheduler)
+        # Latency-aware algorithms want each exchange's latency and the time at pick.
+        self.observes = type(self.scheduler).observed is not Scheduler.observed
 
     def pick(
         self, exclude: frozenset[int] = frozenset(), client: HttpFrontend | None = None,
-        head: RequestHead | None = None,
+        head: RequestHead | None = None, now: float | None = None,
     ) -> ServerState | None:
         """Choose a server. The request is only digested into a :class:`PickContext`
         when the algorithm reads one (hashing); the others share an empty context."""
@@ -144,6 +146,8 @@ class BackendRuntime:
             ctx = PickContext(exclude=exclude)
         else:
             ctx = self._empty_ctx
+        if self.observes:
+            ctx.now = now
         target = self.scheduler.pick(ctx)
         if target is None:
             return None
