@@ -235,6 +235,15 @@ class Supervisor:
         reports = [h.report for h in self.workers.values() if h.report]
         agg = aggregate(reports)
         health = self.health.statistics()
+        # Before the first worker report, list the configured servers with no traffic yet.
+        known = {b["name"] for b in agg["backends"]}
+        for bc in self.cfg.backends:
+            if bc.name not in known:
+                agg["backends"].append({
+                    "name": bc.name, "balance": bc.balance, "no_server": 0,
+                    "servers": [{"name": sc.name, "address": sc.address, "weight": sc.weight, "requests": 0}
+                                for sc in bc.servers],
+                })
         for b in agg["backends"]:
             for s in b["servers"]:
                 hs = health.get(b["name"], {}).get(s["name"])
