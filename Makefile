@@ -3,8 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_TEST := curl
-APT_BENCH := wrk haproxy nginx-light curl
+APT_TEST := curl keepalived iproute2 redis-server nftables
+APT_BENCH := wrk haproxy nginx-light libnginx-mod-stream curl nftables
 
 .PHONY: run test deps venv lint bench clean
 

@@ -379,6 +379,12 @@ class Scenario:
     probe: Probe
     rate_label: str = "req/s"
     per_cpu_label: str = "req/CPU-s"
+    rate_format: str = ",.0f"
+    per_cpu_format: str = ",.0f"
+    # "per_cpu": the ratio column compares work per proxy CPU-second; "rate": wall-clock
+    # throughput (for kernel data planes, whose CPU is not charged to the proxy).
+    ratio_by: str = "per_cpu"
+    title: str = ""  # the load in the table title; default: the wrk command line
 
 
 # --------------------------------------------------------------------------------------------------
@@ -597,6 +603,17 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+def _add_tcp_scenarios() -> None:
+    """tcp-bulk and tcp-connrate live in bench/tcp_scenarios.py (built from this module's helpers)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import tcp_scenarios
+
+    SCENARIOS.update(tcp_scenarios.scenarios(sys.modules[__name__]))
+
+
+_add_tcp_scenarios()
+
+
 # --------------------------------------------------------------------------------------------------
 # running
 
@@ -694,7 +711,7 @@ class Summary:
     warnings: list[str] = field(default_factory=list)
 
 
-def summarise(results: dict[str, list[RunResult]]) -> list[Summary]:
+def summarise(results: dict[str, list[RunResult]], by: str = "per_cpu") -> list[Summary]:
     out: list[Summary] = []
     for proxy, runs in results.items():
         ok = [r for r in runs if r.ok]
@@ -707,10 +724,10 @@ def summarise(results: dict[str, list[RunResult]]) -> list[Summary]:
             cpu_seconds=_median([r.cpu_seconds for r in ok]), ratio=None,
             error=failed[0].error if failed else "", warnings=warnings,
         ))
-    ref = next((s.per_cpu for s in out if s.proxy == REFERENCE), None)
+    ref = next((getattr(s, by) for s in out if s.proxy == REFERENCE), None)
     for s in out:
-        if ref and s.per_cpu is not None:
-            s.ratio = s.per_cpu / ref
+        if ref and getattr(s, by) is not None:
+            s.ratio = getattr(s, by) / ref
     return out
 
 
@@ -726,10 +743,11 @@ def print_table(scn: Scenario, summaries: list[Summary], opts: Options) -> None:
             rows.append([s.proxy, "FAILED (below)", "-", "-", "-", "-"])
             continue
         name = s.proxy if not s.failed else f"{s.proxy} ({s.failed}/{s.runs} failed)"
-        rows.append([name, _fmt(s.rate, ",.0f"), _fmt(s.p50_ms, ".2f", " ms"), _fmt(s.p99_ms, ".2f", " ms"),
-                     _fmt(s.per_cpu, ",.0f"), _fmt(s.ratio, ".2f")])
-    title = (f"{scn.name}: wrk -t{opts.threads} -c{opts.connections} -d{opts.duration}s, "
-             f"median of {opts.repeat}, 1 worker per proxy, {os.cpu_count()} CPUs")
+        rows.append([name, _fmt(s.rate, scn.rate_format), _fmt(s.p50_ms, ".2f", " ms"),
+                     _fmt(s.p99_ms, ".2f", " ms"), _fmt(s.per_cpu, scn.per_cpu_format), _fmt(s.ratio, ".2f")])
+    load = scn.title or f"wrk -t{opts.threads} -c{opts.connections}"
+    title = (f"{scn.name}: {load} -d{opts.duration}s, median of {opts.repeat}, 1 worker per proxy, "
+             f"{os.cpu_count()} CPUs; ratio of {'throughput' if scn.ratio_by == 'rate' else scn.per_cpu_label}")
     print(title)
     try:
         from rich.console import Console
@@ -822,14 +840,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="warm-up seconds before measuring (1; 0 = none)")
     p.add_argument("--connections", type=int, default=50, help="concurrent connections (50)")
     p.add_argument("--threads", type=int, default=1, help="load-tool threads (1)")
-    p.add_argument("--only", default=",".join(PROXY_ORDER),
-                   help=f"comma-separated proxies to run (default: {','.join(PROXY_ORDER)})")
+    p.add_argument("--only", default="",
+                   help="comma-separated proxies to run (default: every proxy of the scenario)")
     p.add_argument("--repeat", type=int, default=1, help="runs per proxy; the median is reported (1)")
     p.add_argument("--no-json", action="store_true", help="do not write bench/results/*.json")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
     args = p.parse_args(argv)
-    only = [x.strip() for x in args.only.split(",") if x.strip()]
     supported = SCENARIOS[args.scenario].proxies
+    only = [x.strip() for x in (args.only or ",".join(supported)).split(",") if x.strip()]
     bad = [x for x in only if x not in supported]
     if bad or not only:
         p.error(f"--only: unknown proxy {', '.join(bad) or '(none)'}; choose from {', '.join(supported)}")
@@ -866,11 +884,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     r = run_one(scn, proxy, ws, backend, opts)
                     results[proxy].append(r)
                     if r.ok:
-                        log(f"{proxy}{tag}: {r.rate:,.0f} {scn.rate_label}, {r.cpu_seconds:.2f} CPU-s, "
-                            f"{_fmt(r.per_cpu, ',.0f')} {scn.per_cpu_label}")
+                        log(f"{proxy}{tag}: {_fmt(r.rate, scn.rate_format)} {scn.rate_label}, "
+                            f"{r.cpu_seconds:.2f} CPU-s, {_fmt(r.per_cpu, scn.per_cpu_format)} {scn.per_cpu_label}")
                     else:
                         log(f"{proxy}{tag}: FAILED: {r.error.strip().splitlines()[0] if r.error else ''}")
-            summaries = summarise(results)
+            summaries = summarise(results, scn.ratio_by)
             print()
             print_table(scn, summaries, opts)
             if not args.no_json:

@@ -65,6 +65,28 @@ def check(path: str) -> None:
 
 
 @main.command()
+@click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False), help="Config file.")
+def vrrp(path: str) -> None:
+    """Run only the VRRP instances of a config file (virtual IPs in front of anything)."""
+    try:
+        cfg = load_file(path)
+    except ConfigError as err:
+        _report(err)
+        sys.exit(1)
+    if not cfg.vrrp:
+        click.echo(f"{path}: no vrrp instances to run", err=True)
+        sys.exit(1)
+    logging.basicConfig(
+        level=cfg.global_.log_level.upper(),
+        format="%(asctime)s pyvs-vrrp[%(process)d] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from pyvs.ha.runner import run_standalone
+
+    sys.exit(run_standalone(cfg))
+
+
+@main.command()
 def version() -> None:
     """Print the version."""
     click.echo(f"pyvs {__version__}")

@@ -20,9 +20,17 @@ async def start_admin(sup: Supervisor, listen: str) -> web.AppRunner:
         return web.json_response(sup.status(), dumps=_dumps)
 
     async def index(_: web.Request) -> web.Response:
-        return web.Response(text="pyvs admin: GET /status for JSON status\n")
+        return web.Response(text="pyvs admin: GET /status (JSON), GET /metrics (Prometheus)\n")
+
+    async def metrics(_: web.Request) -> web.Response:
+        from pyvs.admin.metrics import render
+
+        extra = sup.vrrp.metrics() if getattr(sup, "vrrp", None) is not None else ""
+        return web.Response(text=render(sup.status(), extra), content_type="text/plain",
+                            headers={"X-Prometheus-Format": "0.0.4"})
 
     app.router.add_get("/status", status)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

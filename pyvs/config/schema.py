@@ -10,13 +10,16 @@ error names the key that is wrong.
 from __future__ import annotations
 
 import ipaddress
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from pyvs.config.health_schema import HealthCheck, PassiveHealth, SorryConfig, merge_server_health
+from pyvs.config.l4_schema import DataPlane, KernelConfig, ProxyVersion, QueueConfig, TcpConfig, UdpConfig, check_l4
+from pyvs.config.persist_schema import Persistence, StateConfig
 from pyvs.config.schema_base import Model, _address, parse_address
 from pyvs.config.units import Duration, Size
+from pyvs.config.vrrp_schema import VrrpInstances
 
 __all__ = ["Model", "parse_address"]
 
@@ -127,6 +130,19 @@ class Listener(Model):
         65536, ge=1024, description="Largest accepted request head (request line and headers)."
     )
     backlog: int = Field(1024, ge=1, description="listen() backlog.")
+    # Layer 4 (tcp/udp); docs/layer4.md. The groups live in pyvs/config/l4_schema.py.
+    dataplane: DataPlane = Field(
+        "userspace", description="tcp/udp: forward in pyvs (userspace) or program the kernel (nftables, ipvs)."
+    )
+    send_proxy: ProxyVersion | None = Field(None, description="Send a PROXY protocol header (v1 or v2) to servers.")
+    accept_proxy: bool = Field(
+        False, description="Every client connection must start with a PROXY header (v1 or v2); others are closed."
+    )
+    maxconn: int = Field(0, ge=0, description="tcp: most client connections served at once per worker; 0 = no limit.")
+    queue: QueueConfig = Field(default_factory=QueueConfig, description="tcp: connections waiting for a slot.")
+    tcp: TcpConfig = Field(default_factory=TcpConfig, description="tcp: user-space proxy timeouts.")
+    udp: UdpConfig = Field(default_factory=UdpConfig, description="udp: per-flow sessions.")
+    kernel: KernelConfig = Field(default_factory=KernelConfig, description="nftables/ipvs data plane settings.")
 
     @field_validator("bind")
     @classmethod
@@ -136,7 +152,21 @@ class Listener(Model):
     @model_validator(mode="after")
     def _needs_target(self) -> Listener:
         if self.mode != "http":
-            raise ValueError(f"mode {self.mode!r} is not available yet (only 'http' is implemented)")
+            if self.routes:
+                raise ValueError(f"routes are for http listeners; a {self.mode} listener takes one backend")
+            if self.backend is None:
+                raise ValueError(f"a {self.mode} listener needs a backend")
+            if self.mode == "udp" and (self.send_proxy or self.accept_proxy):
+                raise ValueError("send_proxy and accept_proxy are for tcp and http listeners")
+            if self.dataplane != "userspace" and (self.send_proxy or self.accept_proxy or self.maxconn):
+                raise ValueError(f"send_proxy, accept_proxy and maxconn need dataplane userspace "
+                                 f"(the {self.dataplane} data plane never sees the bytes)")
+            return self
+        if self.dataplane != "userspace":
+            raise ValueError(f"dataplane {self.dataplane!r} is for tcp and udp listeners")
+        if self.send_proxy or self.accept_proxy:
+            # pyvs/l4/proxyproto.py has the codec; the HTTP frontend does not call it yet.
+            raise ValueError("send_proxy and accept_proxy are not available on http listeners yet")
         if self.backend is None and not any(r.match is None for r in self.routes) and not self.routes:
             raise ValueError("needs a backend or routes")
         return self
@@ -182,18 +212,25 @@ class Backend(Model):
     name: str = Field(description="Unique backend name.")
     balance: str = Field("roundrobin", description="Scheduling algorithm, e.g. roundrobin, static-rr.")
     hash_type: Literal["map", "consistent", "maglev"] = Field("map", description="For hash-based algorithms.")
+    balance_options: dict[str, float | Duration] = Field(
+        default_factory=dict,
+        description="Algorithm tunables, e.g. {balance_factor: 1.25} or {decay: 10s} (see the algorithms page).",
+    )
+    health: HealthCheck | None = Field(None, description="Active health check of every server (none: always up).")
     servers: list[Server] = Field(min_length=1, description="The servers.")
     timeouts: BackendTimeouts = Field(default_factory=BackendTimeouts, description="Server timeouts.")
     pool: PoolConfig = Field(default_factory=PoolConfig, description="Connection reuse.")
     retries: int = Field(
         2, ge=0, le=10, description="Extra attempts on another server after a failed connect."
     )
-    health: HealthCheck | None = Field(None, description="Active health check of every server (none: always up).")
     passive: PassiveHealth | None = Field(None, description="Outlier detection on live traffic (none: off).")
     slowstart: Duration = Field(
         0.0, ge=0, description="A server coming back UP ramps its weight from near 0 to full over this time."
     )
     sorry: SorryConfig = Field(default_factory=SorryConfig, description="Answer when no server is up.")
+    persistence: Persistence | None = Field(
+        None, description="Session persistence: cookie, source address, header or query parameter (docs/sessions.md)."
+    )
 
     _merge_health = model_validator(mode="before")(lambda cls, data: merge_server_health(data))
 
@@ -205,7 +242,8 @@ class Backend(Model):
 
         targets = [Target(index=i, name=s.name, weight=s.weight, backup=s.backup) for i, s in enumerate(self.servers)]
         try:
-            create(self.balance, targets, hash_type=self.hash_type)
+            options: dict[str, Any] = dict(self.balance_options)
+            create(self.balance, targets, hash_type=self.hash_type, **options)
         except ValueError as exc:
             raise ValueError(f"balance: {exc}") from None
         return self
@@ -241,6 +279,12 @@ class Config(Model):
     demo: DemoConfig = Field(default_factory=DemoConfig, description="Built-in demo backends.")
     listeners: list[Listener] = Field(default_factory=list, description="Listeners.")
     backends: list[Backend] = Field(default_factory=list, description="Backends.")
+    state: StateConfig = Field(
+        default_factory=StateConfig, description="Where shared state (stick tables) lives: memory or Redis."
+    )
+    vrrp: VrrpInstances = Field(
+        default_factory=list, description="VRRP instances: virtual IPs shared with other nodes (docs/ha.md)."
+    )
 
     @model_validator(mode="after")
     def _check_references(self) -> Config:
@@ -263,6 +307,8 @@ class Config(Model):
                 if addr in binds:
                     errors.append(f"listeners[{i}].bind: {addr} is also bound by listener {binds[addr]!r}")
                 binds[addr] = lst.name
+        if not errors:
+            errors.extend(check_l4(self))
         if errors:
             # One ValueError per problem is not possible from a validator; the loader
             # splits this message back into one problem per line.

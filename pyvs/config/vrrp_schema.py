@@ -1,7 +1,7 @@
 """The ``vrrp:`` section: VRRP instances that float virtual IPs between pyvs nodes.
 
-Kept apart from :mod:`pyvs.config.schema` so the HA code and its tests can import the
-models without the rest of the schema, and so the VRRP rules (interval ranges per
+Kept apart from :mod:`pyvs.config.schema` (which imports it; both build on
+:mod:`pyvs.config.schema_base`, so there is no import cycle) so that the VRRP rules (interval ranges per
 protocol version, one address family per instance, v2-only authentication) sit beside
 the fields they constrain. Cross-references to backends and listeners of the same file
 are checked by :data:`VrrpInstances`, which sees the already-validated sections through
@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from pyvs.config.schema import Model
+from pyvs.config.schema_base import Model
 from pyvs.config.units import Duration
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -220,7 +220,7 @@ def _check_instances(v: list[VrrpInstance], info: ValidationInfo) -> list[VrrpIn
                 f"instances {routers[key]!r} and {inst.name!r} both use vrid {inst.vrid} on {inst.interface}"
             )
         routers[key] = inst.name
-    data: dict[str, Any] = info.data
+    data: dict[str, Any] = info.data or {}  # None when validated outside Config (a TypeAdapter)
     backends = {b.name for b in data["backends"]} if "backends" in data else None
     listeners = {x.name for x in data["listeners"]} if "listeners" in data else None
     for inst in v:

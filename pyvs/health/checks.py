@@ -88,8 +88,9 @@ async def http_check(cfg: HealthCheck, t: Target) -> tuple[bool, str]:
     reader, writer = await asyncio.open_connection(t.host, t.port, ssl=ctx)
     try:
         host = cfg.host or (f"[{t.host}]:{t.port}" if ":" in t.host else f"{t.host}:{t.port}")
-        lines = [f"{cfg.method} {cfg.path} HTTP/1.1", f"Host: {host}", "User-Agent: pyvs-health-check",
-                 "Connection: close"]
+        own_host = any(k.lower() == "host" for k in cfg.headers)
+        lines = [f"{cfg.method} {cfg.path} HTTP/1.1", *([] if own_host else [f"Host: {host}"]),
+                 "User-Agent: pyvs-health-check", "Connection: close"]
         lines += [f"{k}: {v}" for k, v in cfg.headers.items()]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         await writer.drain()
@@ -105,7 +106,7 @@ async def http_check(cfg: HealthCheck, t: Target) -> tuple[bool, str]:
             return False, f"not an HTTP response: {status_line[:60]!r}"
         status = int(m.group(1))
         if not _status_ok(cfg, status):
-            return False, f"status {status}"
+            return False, f"status {status}, expected {', '.join(map(str, cfg.expect_status))}"
         if cfg.expect_body is None:
             return True, f"status {status}"
         body = await _read_body(reader, head.lower())

@@ -14,9 +14,9 @@ MAINT     out of service by decision; checks go on, nothing is sent
 DOWN      failing its checks (or ejected by outlier detection)
 ========  =======================================================================
 
-``TRANSITIONS`` lists every (state, event) pair that changes the state; an event the
-table does not name for a state leaves it unchanged *only* where ``IGNORED`` says so,
-anything else is a programming error. Check results go through :meth:`feed_check`,
+``TRANSITIONS`` lists every (state, event) pair that changes the displayed state and
+where it can lead; it is derived from the flag rules below and checked against every
+event sequence by a Hypothesis test. Check results go through :meth:`feed_check`,
 which applies the rise/fall counting and emits ``OP_UP`` / ``OP_DOWN`` events.
 
 Sans-I/O: nothing here reads a clock or touches a socket; tests drive it as data.

@@ -50,7 +50,10 @@ _STRIP_REQ = re.compile(
     re.IGNORECASE,
 )
 _STRIP_RESP = re.compile(rb"\r\n(?:" + _HOP + rb"):[^\r\n]*(?=\r\n)", re.IGNORECASE)
-_CONN_KNOWN = frozenset({b"close", b"keep-alive", b"upgrade"})
+# Connection tokens that are not field names to strip. A Connection header naming a
+# framing field or Host must not make the proxy drop it: the message would be
+# forwarded with a body the server cannot delimit (request smuggling).
+_CONN_KNOWN = frozenset({b"close", b"keep-alive", b"upgrade", b"content-length", b"transfer-encoding", b"host"})
 
 # Field names pyvs acts on, by lower-cased name. Codes below.
 _F_HOST, _F_CL, _F_TE, _F_CONN, _F_UPGRADE, _F_EXPECT, _F_HOP, _F_XFF, _F_XFP, _F_XFH, _F_FWD = range(11)
@@ -129,6 +132,11 @@ _KEEPALIVE_TOKENS = [b"keep-alive"]
 _CLOSE_TOKENS = [b"close"]
 
 
+def strip_hop_fields(block: bytes) -> bytes:
+    """``block`` without its hop-by-hop field lines (for a head the proxy rebuilds)."""
+    return _STRIP_RESP.sub(b"", block)
+
+
 def _tokens(value: bytes) -> list[bytes]:
     if value == b"keep-alive" or value == b"Keep-Alive":  # what nearly every peer sends
         return _KEEPALIVE_TOKENS
@@ -192,7 +200,13 @@ class RequestHead:
 
     @property
     def path(self) -> bytes:
-        return self.target.split(b"?", 1)[0]
+        """The path, also for an absolute-form target (``http://host/p?q`` -> ``/p``)."""
+        target = self.target
+        if not target.startswith(b"/") and b"://" in target:
+            rest = target.split(b"://", 1)[1]
+            slash = rest.find(b"/")
+            target = rest[slash:] if slash >= 0 else b"/"
+        return target.split(b"?", 1)[0]
 
     @property
     def idempotent(self) -> bool:
@@ -217,7 +231,10 @@ def parse_request_head(block: bytes) -> RequestHead:
     fields = _collect(httptools.HttpRequestParser(_COLLECTOR), block)
     head = RequestHead()
     line_end = block.find(b"\r\n")
-    method, target, version = block[:line_end].split(b" ")
+    parts = block[:line_end].split(b" ")
+    if len(parts) != 3 or not parts[1]:
+        raise ProtocolError("malformed request line")
+    method, target, version = parts
     head.method = method
     head.target = target
     head.version = version = version[5:]

@@ -38,12 +38,22 @@ from typing import TYPE_CHECKING
 
 from pyvs.http.errors import ProtocolError
 from pyvs.http.framing import ChunkedBody, LengthBody
-from pyvs.http.h1 import CHUNKED, IDEMPOTENT, NO_BODY, UNTIL_CLOSE, RequestHead, ResponseHead, parse_request_head
+from pyvs.http.h1 import (
+    CHUNKED,
+    IDEMPOTENT,
+    NO_BODY,
+    UNTIL_CLOSE,
+    RequestHead,
+    ResponseHead,
+    parse_request_head,
+    strip_hop_fields,
+)
 from pyvs.l7.errors import error_response
 from pyvs.upstream.connection import DECODE, ENCODE, RAW, REBUILT, UpstreamConn
 
 if TYPE_CHECKING:
     from pyvs.l7.listener import ListenerRuntime
+    from pyvs.persist.policy import Sticky
     from pyvs.upstream.server import BackendRuntime, ServerState
 
 log = logging.getLogger("pyvs.http")
@@ -101,6 +111,8 @@ class HttpFrontend(asyncio.Protocol):
         # Response bytes gathered while one read from the server is handled, written
         # with one writelines(): head, body and terminator usually cost one syscall.
         self.wbuf: list[bytes] = []
+        # Persistence state of the current exchange (pyvs/persist), for backends that have it.
+        self.stick: Sticky | None = None
 
     # ------------------------------------------------------------------ asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -177,7 +189,8 @@ class HttpFrontend(asyncio.Protocol):
         up = self.up
         if up is not None and up.transport is not None:
             up.transport.resume_reading()
-            up.deadline = self.loop.time() + up.server.backend.server_timeout
+            if self.phase != TUNNEL:  # a tunnel has no server timeout
+                up.deadline = self.loop.time() + up.server.backend.server_timeout
             self.deadline = 0.0
         self._maybe_resume()
 
@@ -214,6 +227,8 @@ class HttpFrontend(asyncio.Protocol):
                 self._protocol_error(ProtocolError("request head too large", 431))
                 return
             self.inbuf = data
+            if not self.deadline:  # a partial head is bounded by the request timeout
+                self.deadline = self.loop.time() + self.lst.request_timeout
             return
         end += 4
         try:
@@ -293,7 +308,11 @@ class HttpFrontend(asyncio.Protocol):
         self._attempt(backend, head)
 
     def _attempt(self, backend: BackendRuntime, head: RequestHead) -> None:
-        server = backend.pick(self.tried, self, head, self.started)
+        persist = backend.persist
+        if persist is None:
+            server = backend.pick(self.tried, self, head, self.started)
+        else:
+            server = persist.pick(self, head, self.tried, self.started)
         if server is None:
             if self.tried:
                 self._send_error(502, close=not self.req_ended)
@@ -373,6 +392,8 @@ class HttpFrontend(asyncio.Protocol):
         if server.index >= 0:  # the sorry server is outside the scheduler
             server.backend.scheduler.taken(server.target)
         conn.start_response(head.method == b"HEAD")
+        if self.client_write_blocked and conn.transport is not None:
+            conn.transport.pause_reading()  # the client still is not reading: hold the server too
         t = conn.transport
         assert t is not None
         out = self._request_head(head, server)
@@ -445,9 +466,15 @@ class HttpFrontend(asyncio.Protocol):
 
     def upstream_write_blocked(self, blocked: bool) -> None:
         self.up_write_blocked = blocked
+        up = self.up
         if blocked:
             self._pause_reading()
+            if up is not None and not self.req_ended and self.phase != TUNNEL:
+                # A server that stops reading the upload is bounded by the server timeout.
+                up.deadline = self.loop.time() + up.server.backend.server_timeout
         else:
+            if up is not None and not self.req_ended and self.phase != TUNNEL:
+                up.deadline = 0.0
             self._maybe_resume()
 
     def upstream_eof(self, conn: UpstreamConn) -> None:
@@ -519,6 +546,7 @@ class HttpFrontend(asyncio.Protocol):
         self._send_error(502, close=True)
 
     def _server_done(self) -> None:
+        self.up_write_blocked = False  # that connection's backpressure is gone with it
         server = self.server
         if server is not None:
             self.server = None
@@ -529,7 +557,7 @@ class HttpFrontend(asyncio.Protocol):
     def _passive_error(self, server: ServerState, kind: str) -> None:
         """Count a failure on live traffic; report the server after too many in a row."""
         backend = server.backend
-        if kind in backend.passive_kinds:
+        if kind in backend.passive_kinds and server.index >= 0:
             server.consecutive_errors += 1
             if server.consecutive_errors >= backend.passive_threshold:
                 server.consecutive_errors = 0
@@ -555,6 +583,9 @@ class HttpFrontend(asyncio.Protocol):
                 self._passive_error(server, "5xx")
             else:
                 server.consecutive_errors = 0
+            persist = server.backend.persist
+            if persist is not None:  # may edit rh.block and clear rh.raw_ok (Set-Cookie)
+                persist.on_response(self, rh, server)
         client11 = req.version == b"1.1"
         close = self.close_after or not req.keep_alive or not self.req_ended or self.worker.draining
         framing = rh.framing
@@ -591,7 +622,10 @@ class HttpFrontend(asyncio.Protocol):
         elif not client11:
             extra += b"Connection: keep-alive\r\n"
         self.close_after = close
-        self.wbuf.append(rh.block + extra + b"\r\n")
+        block = rh.block
+        if rh.raw_ok:  # still holds the server's "Connection: keep-alive": ours replaces it
+            block = strip_hop_fields(block)
+        self.wbuf.append(block + extra + b"\r\n")
         return mode
 
     def flush_client(self) -> None:
@@ -613,6 +647,7 @@ class HttpFrontend(asyncio.Protocol):
         if self.up is conn:
             self.up = None
             server = self.server
+            self.up_write_blocked = False
             if server is not None:
                 self.server = None
                 server.active -= 1
@@ -655,16 +690,21 @@ class HttpFrontend(asyncio.Protocol):
             return
         self.phase = HEAD
         if self.inbuf:
-            data = self.inbuf
-            self.inbuf = b""
-            self._heads(data)
-            if self.closed:
-                return
+            # Pipelined requests: parsed on the next loop turn, so a long pipeline
+            # answered by pyvs itself (errors) does not recurse.
+            self.loop.call_soon(self._next_pipelined)
+            self.deadline = now + self.lst.request_timeout
         else:
             self.idle_wait = True
             self.deadline = now + self.lst.client_timeout
         if self.reading_paused:
             self._maybe_resume()
+
+    def _next_pipelined(self) -> None:
+        if self.phase == HEAD and self.req is None and self.inbuf and not self.closed:
+            data = self.inbuf
+            self.inbuf = b""
+            self._heads(data)
 
     # ------------------------------------------------------------- tunnel
     def _start_tunnel(self) -> None:
@@ -690,7 +730,7 @@ class HttpFrontend(asyncio.Protocol):
             self._abort()
             return
         req = self.req
-        if (req is not None and req.version != b"1.1") or self.close_after:
+        if (req is not None and (req.version != b"1.1" or not req.keep_alive)) or self.close_after:
             close = True
         self.close_after = close or self.close_after
         self.resp_status = status

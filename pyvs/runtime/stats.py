@@ -25,6 +25,22 @@ COUNTERS = (
     "client_timeouts",
     "truncated_responses",
     "upgrades",
+    "redispatches",  # persistence: a sticky server could not take the request (pyvs/persist)
+    # layer 4, user space (pyvs/l4): tcp connections and bytes, queue, PROXY headers, udp flows
+    "l4_connections",
+    "l4_bytes_in",
+    "l4_bytes_out",
+    "l4_queued",
+    "l4_queue_full",
+    "l4_queue_timeouts",
+    "l4_idle_timeouts",
+    "l4_proxy_errors",
+    "udp_sessions",
+    "udp_evictions",
+    "udp_timeouts",
+    "udp_datagrams_in",
+    "udp_datagrams_out",
+    "udp_drops",
 )
 
 
@@ -47,6 +63,21 @@ class WorkerStats:
     client_timeouts: int
     truncated_responses: int
     upgrades: int
+    redispatches: int
+    l4_connections: int
+    l4_bytes_in: int
+    l4_bytes_out: int
+    l4_queued: int
+    l4_queue_full: int
+    l4_queue_timeouts: int
+    l4_idle_timeouts: int
+    l4_proxy_errors: int
+    udp_sessions: int
+    udp_evictions: int
+    udp_timeouts: int
+    udp_datagrams_in: int
+    udp_datagrams_out: int
+    udp_drops: int
 
     def __init__(self) -> None:
         for name in COUNTERS:
@@ -70,7 +101,7 @@ class WorkerStats:
 
 
 # Values that are the same in every worker: taken once, not summed.
-_NOT_SUMMED = frozenset({"weight"})
+_NOT_SUMMED = frozenset({"weight", "effective_weight"})
 
 
 def _add(into: dict[str, Any], src: dict[str, Any]) -> None:
@@ -95,6 +126,8 @@ def aggregate(reports: list[dict[str, Any]]) -> dict[str, Any]:
                                              "servers": {}}
                 order.append(b["name"])
             agg["no_server"] += b.get("no_server", 0)
+            if "persistence" in b:  # per-backend persistence counters (pyvs/persist)
+                _add(agg.setdefault("persistence", {}), b["persistence"])
             for s in b["servers"]:
                 into = agg["servers"].setdefault(s["name"], {})
                 _add(into, s)

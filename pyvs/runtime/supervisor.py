@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyvs.config.schema import Config
+from pyvs.l4.kernel import start_kernel_dataplanes
 from pyvs.runtime.sockets import bind_socket
 from pyvs.runtime.stats import aggregate
 
@@ -58,9 +59,14 @@ class Supervisor:
         self.held: list[socket.socket] = []
         self.all_ready: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.vrrp: Any = None  # pyvs.ha.runner.VrrpRunner when cfg.vrrp is set
         from pyvs.health.manager import HealthManager
 
         self.health = HealthManager(cfg, self.broadcast)
+        from pyvs.persist.hub import StickHub
+
+        # Stick tables of this instance and their store (memory or Redis); None without any.
+        self.persist = StickHub.create(cfg, self.broadcast)
 
     # ---------------------------------------------------------------- start
     def check_binds(self) -> None:
@@ -116,6 +122,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         runners: list[Any] = []
+        self.kernel = start_kernel_dataplanes(self.cfg)  # nftables/ipvs listeners (pyvs/l4/kernel.py)
         if self.cfg.demo.servers:
             from pyvs.demo import start_demo_servers
 
@@ -127,15 +134,30 @@ class Supervisor:
 
             runners.append(await start_admin(self, self.cfg.admin.listen))
         self.health.start()
+        if self.persist is not None:
+            self.persist.start()
         try:
             await asyncio.wait_for(self.all_ready.wait(), 15)
         except TimeoutError:
             log.error("workers did not become ready in 15 s")
+        if self.cfg.vrrp:  # after the workers are ready: a new master must be able to serve
+            from pyvs.ha.runner import HaError, start_vrrp
+
+            try:
+                self.vrrp = await start_vrrp(self.cfg, self.health)
+            except (HaError, OSError) as exc:
+                log.error("vrrp: %s", exc)
+                stop.set()
         self._banner()
         await stop.wait()
+        if self.vrrp is not None:  # hand the virtual IPs over before draining, not after
+            await self.vrrp.cleanup()
         log.info("stopping: draining workers (grace %.0fs)", self.cfg.global_.grace)
         await self.health.stop()
         await self._stop_workers()
+        if self.persist is not None:
+            await self.persist.stop()
+        self.kernel.stop()  # remove this instance's nftables tables / IPVS services
         for r in runners:
             await r.cleanup()
 
@@ -183,12 +205,16 @@ class Supervisor:
                     h.ready = True
                     for m in self.health.snapshot():
                         h.send(m)
+                    for m in self.persist.snapshot() if self.persist is not None else ():
+                        h.send(m)
                     if all(w.ready for w in self.workers.values()) and self.all_ready is not None:
                         self.all_ready.set()
                 elif kind == "stats":
                     h.report = msg
                 elif kind == "outlier":
                     self.health.on_outlier(str(msg["backend"]), str(msg["server"]), str(msg.get("reason", "")))
+                elif kind == "stick" and self.persist is not None:
+                    self.persist.on_worker(msg)
         finally:
             writer.close()
 
@@ -231,6 +257,10 @@ class Supervisor:
                 os.kill(h.pid, signal.SIGKILL)
 
     # -------------------------------------------------------------- status
+    def vrrp_status(self) -> list[dict[str, Any]]:
+        """Each VRRP instance: state, priority, master, tracking, counters (empty without vrrp)."""
+        return self.vrrp.status() if self.vrrp is not None else []
+
     def status(self) -> dict[str, Any]:
         reports = [h.report for h in self.workers.values() if h.report]
         agg = aggregate(reports)
@@ -269,6 +299,8 @@ class Supervisor:
                 {"name": lc.name, "mode": lc.mode, "bind": list(lc.bind)} for lc in self.cfg.listeners
             ],
             **agg,
+            "vrrp": self.vrrp_status(),
+            "persistence": self.persist.statistics() if self.persist is not None else None,
         }
 
 

@@ -11,7 +11,10 @@ connections whose deadline has passed. Timeouts therefore fire up to one tick la
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Protocol
+
+log = logging.getLogger("pyvs.timers")
 
 
 class HasDeadline(Protocol):
@@ -44,10 +47,14 @@ class Sweeper:
         self.members.discard(member)
 
     def _tick(self) -> None:
+        # Rescheduled first: a failing callback must not leave the worker without timeouts.
+        self._handle = self.loop.call_later(self.resolution, self._tick)
         now = self.loop.time()
         due = [m for m in self.members if 0.0 < m.deadline <= now]
         for m in due:
             if 0.0 < m.deadline <= now:  # an earlier callback may have moved it
                 m.deadline = 0.0
-                m.on_deadline(now)
-        self._handle = self.loop.call_later(self.resolution, self._tick)
+                try:
+                    m.on_deadline(now)
+                except Exception:
+                    log.exception("timeout handling failed")

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pyvs.config.schema import Config
+from pyvs.l4.runtime import L4Runtime
 from pyvs.l7.frontend import HttpFrontend
 from pyvs.l7.listener import ListenerRuntime
 from pyvs.runtime.sockets import bind_socket
@@ -47,6 +48,9 @@ class WorkerRuntime:
         self.servers: list[asyncio.Server] = []
         # Set by the channel code: sends one message to the supervisor.
         self.send: Callable[[dict[str, Any]], None] = lambda msg: None
+        for b in self.backends.values():
+            if b.persist is not None:  # stick tables learn through the supervisor channel
+                b.persist.bind(loop, lambda msg: self.send(msg))
 
     def report_outlier(self, server: ServerState, reason: str) -> None:
         """Passive health: ``server`` failed too many live requests in a row."""
@@ -59,10 +63,17 @@ class WorkerRuntime:
             server = backend.by_name.get(msg["server"]) if backend else None
             if backend is not None and server is not None:
                 backend.apply(bool(msg["eligible"]), int(msg["weight"]), server)
+        elif msg.get("type") == "stick":  # stick-table entries (pyvs/persist/hub.py)
+            backend = self.backends.get(msg["backend"])
+            if backend is not None and backend.persist is not None:
+                backend.persist.on_sync(msg["entries"], self.loop.time())
 
     async def start(self) -> None:
         self.sweeper.start()
+        self.l4 = L4Runtime.start(self)  # tcp/udp listeners of the user-space data plane
         for lst in self.listeners:
+            if lst.cfg.mode != "http":
+                continue
             for addr in lst.cfg.bind:
                 sock = bind_socket(addr)
                 server = await self.loop.create_server(
@@ -84,11 +95,13 @@ class WorkerRuntime:
         self.draining = True
         for server in self.servers:
             server.close()
+        self.l4.stop_accepting()
         for f in list(self.frontends):
             f.drain()
         deadline = self.loop.time() + grace
         while self.frontends and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
+        await self.l4.drain(deadline)
         for f in list(self.frontends):
             f._abort()
         for b in self.backends.values():

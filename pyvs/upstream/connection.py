@@ -42,6 +42,7 @@ class Owner(Protocol):
     """What a bound connection reports to (the L7 frontend)."""
 
     wbuf: list[bytes]
+    started: float  # when the exchange began (for the total timeout)
 
     def upstream_ready(self, conn: UpstreamConn) -> None: ...
     def upstream_lost(self, conn: UpstreamConn, exc: Exception | None) -> None: ...
@@ -190,6 +191,12 @@ class UpstreamConn(asyncio.Protocol):
             self._end(owner)
         else:
             owner.flush_client()
+            if self.deadline:  # the server timeout bounds each wait for the next read
+                backend = self.server.backend
+                deadline = self.sweeper.loop.time() + backend.server_timeout
+                if backend.total_timeout:
+                    deadline = min(deadline, owner.started + backend.total_timeout)
+                self.deadline = deadline
 
     def _end(self, owner: Owner) -> None:
         self.framer = None

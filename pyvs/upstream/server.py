@@ -15,6 +15,8 @@ from pyvs.balance.hashing import HashScheduler
 from pyvs.balance.slowstart import WEIGHT_SCALE
 from pyvs.config.schema import Backend, parse_address
 from pyvs.l7.errors import sorry_response
+from pyvs.persist.policy import Persistence
+from pyvs.persist.policy import build as build_persistence
 
 if TYPE_CHECKING:
     from pyvs.http.h1 import RequestHead
@@ -113,13 +115,13 @@ class BackendRuntime:
         self.by_name = {s.name: s for s in self.servers}
         sorry = cfg.sorry
         # A sorry server is outside the scheduler: used only when pick() finds nobody.
-        self.sorry_server = ServerState(self, -1, "sorry", sorry.server, 1, True, 0) if sorry.server else None
+        self.sorry_server = ServerState(self, -1, "(sorry)", sorry.server, 1, True, 0) if sorry.server else None
         self.sorry_response = sorry_response(sorry.status, sorry.body, sorry.content_type)
         passive = cfg.passive
         self.passive_threshold = passive.consecutive_errors if passive else 0
         self.passive_kinds = frozenset(passive.errors) if passive else frozenset()
         self.scheduler: Scheduler = create(
-            cfg.balance, [s.target for s in self.servers], seed=seed, hash_type=cfg.hash_type
+            cfg.balance, [s.target for s in self.servers], seed=seed, hash_type=cfg.hash_type, **cfg.balance_options
         )
         self.connect_timeout = cfg.timeouts.connect
         self.server_timeout = cfg.timeouts.server
@@ -133,6 +135,8 @@ class BackendRuntime:
         self.needs_context = isinstance(self.scheduler, HashScheduler)
         # Latency-aware algorithms want each exchange's latency and the time at pick.
         self.observes = type(self.scheduler).observed is not Scheduler.observed
+        # Session persistence (pyvs/persist): the frontend asks it instead of pick() when set.
+        self.persist: Persistence | None = build_persistence(cfg.persistence, self) if cfg.persistence else None
 
     def pick(
         self, exclude: frozenset[int] = frozenset(), client: HttpFrontend | None = None,
@@ -173,12 +177,15 @@ class BackendRuntime:
                 s.idle.pop().close()
 
     def statistics(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "balance": self.cfg.balance,
             "no_server": self.no_server,
             "servers": [s.statistics() for s in self.servers],
         }
+        if self.persist is not None:
+            out["persistence"] = self.persist.statistics()
+        return out
 
 
 def request_context(client: HttpFrontend | None, head: RequestHead | None, exclude: frozenset[int]) -> PickContext:

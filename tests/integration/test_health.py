@@ -83,7 +83,7 @@ def test_port_open_but_application_dead_is_taken_out(loop_thread: LoopThread, go
         assert good.requests - before >= 20
         st = pyvs.status()
         dead_st = next(s for s in st["backends"][0]["servers"] if s["name"] == "dead")
-        assert dead_st["health"]["last_check"]["detail"] == "status 500"
+        assert dead_st["health"]["last_check"]["detail"].startswith("status 500")
         assert dead_st["requests"] == 0 or dead_st["health"]["transitions"] >= 1
     finally:
         pyvs.stop()
@@ -281,3 +281,24 @@ def test_backup_then_sorry_body(loop_thread: LoopThread, good: Backend, tmp_path
     finally:
         pyvs.stop()
         primary.close()
+
+
+def test_metrics_expose_counters_and_states(loop_thread: LoopThread, good: Backend, tmp_path: Path) -> None:
+    dead = RawBackend(loop_thread, lambda r, w: _answer(500, r, w))
+    pyvs, port = proxy(
+        tmp_path,
+        [{"name": "good", "address": good.address}, {"name": "dead", "address": dead.address}],
+        health={"type": "http", "path": "/name", **FAST},
+    )
+    try:
+        wait_until(lambda: state(pyvs, "b", "dead") == "DOWN", what="dead server DOWN")
+        assert curl(*[f"http://127.0.0.1:{port}/name"] * 5).returncode == 0
+        pyvs.wait_status(lambda s: s["totals"]["requests"] >= 5)
+        text = curl(f"http://127.0.0.1:{pyvs.admin_port}/metrics").stdout.decode()
+        assert 'pyvs_server_state{backend="b",server="dead",state="DOWN"} 1' in text
+        assert 'pyvs_server_state{backend="b",server="good",state="UP"} 1' in text
+        assert "pyvs_requests_total 5" in text
+        assert 'pyvs_server_requests_total{backend="b",server="good"} 5' in text
+    finally:
+        pyvs.stop()
+        dead.close()

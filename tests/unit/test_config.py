@@ -178,23 +178,21 @@ def test_unknown_key_deep_inside() -> None:
     assert problems(text) == ["listeners[0].routes[0].match.hots: unknown key"]
 
 
-def test_contract_sections_not_implemented_yet_are_unknown_keys() -> None:
-    assert problems(GOOD + "state: {redis: 'redis://127.0.0.1:6379/0'}\nvrrp: []\n") == [
-        "state: unknown key",
-        "vrrp: unknown key",
-    ]
+def test_contract_sections_are_accepted() -> None:
+    cfg = load_text(GOOD + "state: {redis: 'redis://127.0.0.1:6379/0'}\nvrrp: []\n")
+    assert cfg.state.redis == "redis://127.0.0.1:6379/0" and cfg.vrrp == []
 
 
-def test_persistence_is_not_accepted_yet() -> None:
+def test_persistence_is_accepted() -> None:
     text = GOOD.replace("  - name: app\n", "  - name: app\n    persistence: {type: source}\n")
-    assert problems(text) == ["backends[0].persistence: unknown key"]
+    p = load_text(text).backends[0].persistence  # its errors: tests/unit/persist/test_schema.py
+    assert p is not None and p.type == "source"
 
 
 @pytest.mark.parametrize("mode", ["tcp", "udp"])
-def test_l4_modes_are_rejected_clearly(mode: str) -> None:
-    assert problems(one_listener(f"mode: {mode}")) == [
-        f"listeners[0]: mode '{mode}' is not available yet (only 'http' is implemented)"
-    ]
+def test_l4_modes_take_a_backend_not_routes(mode: str) -> None:
+    text = one_listener(f"mode: {mode}, routes: [{{backend: app}}]")
+    assert any("routes" in p for p in problems(text))
 
 
 def test_unknown_mode_lists_the_choices() -> None:
@@ -604,7 +602,7 @@ def test_config_schema_is_json_with_the_sections(runner: CliRunner) -> None:
     props = schema["properties"]
     assert "listeners" in props
     assert props["listeners"]["type"] == "array"
-    assert set(props) == {"global", "admin", "demo", "listeners", "backends"}
+    assert set(props) == {"global", "admin", "demo", "listeners", "backends", "state", "vrrp"}
     assert schema["additionalProperties"] is False
     listener = schema["$defs"]["Listener"]
     assert listener["additionalProperties"] is False

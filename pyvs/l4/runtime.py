@@ -1,0 +1,143 @@
+"""Layer 4 inside one worker: the tcp and udp listeners of the user-space data plane.
+
+:class:`L4Runtime` is what :class:`pyvs.runtime.worker.WorkerRuntime` holds for every
+``mode: tcp`` / ``mode: udp`` listener with ``dataplane: userspace`` (kernel data
+planes are programmed once per pyvs instance by :mod:`pyvs.l4.kernel` in the
+supervisor and need nothing in the workers). It binds the listeners (SO_REUSEPORT,
+like the HTTP ones), owns the resources every session borrows (the copy buffer and
+pipe pool of :mod:`pyvs.l4.pump`, the datagram buffer) and a coarse clock, ``now``,
+refreshed by one periodic tick that also expires idle UDP flows.
+
+The backends are the worker's own :class:`~pyvs.upstream.server.BackendRuntime`
+objects, shared with the HTTP listeners: schedulers, health state (``server_up`` /
+``server_down``), weights and per-server counters are the same ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import TYPE_CHECKING
+
+from pyvs.config.schema import parse_address
+from pyvs.l4.pump import Shared
+from pyvs.l4.tcp import TcpListener
+from pyvs.l4.udp import MAX_DATAGRAM, UdpListener
+from pyvs.runtime.sockets import bind_socket
+
+if TYPE_CHECKING:
+    from pyvs.runtime.worker import WorkerRuntime
+    from pyvs.upstream.server import ServerState
+
+TICK = 0.1  # seconds between refreshes of the coarse clock and UDP expiry sweeps
+
+def bind_udp(address: str) -> socket.socket:
+    """A bound, non-blocking UDP socket with SO_REUSEPORT (one per worker)."""
+    host, port = parse_address(address)
+    family, stype, proto, _, sockaddr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, stype, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class L4Runtime:
+    """The user-space tcp/udp listeners of one worker."""
+
+    def __init__(self, worker: WorkerRuntime) -> None:
+        self.worker = worker
+        self.loop = worker.loop
+        self.stats = worker.stats
+        self.sweeper = worker.sweeper
+        self.shared = Shared(self.loop)
+        self.dgram_buf = bytearray(MAX_DATAGRAM)
+        self.dgram_view = memoryview(self.dgram_buf)
+        self.now = self.loop.time()
+        self.tcp: list[TcpListener] = []
+        self.udp: list[UdpListener] = []
+        self._addrs: dict[tuple[str, int, int], tuple[int, tuple[str, int]]] = {}
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self.drained: asyncio.Event | None = None  # set while draining, once no session is left
+
+    @classmethod
+    def start(cls, worker: WorkerRuntime) -> L4Runtime:
+        """Bind and start every user-space tcp/udp listener of the config."""
+        rt = cls(worker)
+        for lc in worker.cfg.listeners:
+            if lc.mode == "http" or lc.dataplane != "userspace":
+                continue
+            backend = worker.backends[lc.backend or ""]
+            for addr in lc.bind:
+                if lc.mode == "tcp":
+                    tl = TcpListener(rt, lc, backend, bind_socket(addr))
+                    tl.start()
+                    rt.tcp.append(tl)
+                else:
+                    ul = UdpListener(rt, lc, backend, bind_udp(addr))
+                    ul.start()
+                    rt.udp.append(ul)
+        if rt.udp:
+            rt._tick_handle = rt.loop.call_later(TICK, rt._tick)
+        return rt
+
+    def sockaddr(self, server: ServerState) -> tuple[int, tuple[str, int]]:
+        """(family, sockaddr) of a server, resolved once: ``connect`` must not block on DNS."""
+        key = (server.host, server.port, id(server.backend))
+        found = self._addrs.get(key)
+        if found is None:
+            family, _, _, _, sa = socket.getaddrinfo(server.host, server.port, type=socket.SOCK_STREAM)[0]
+            found = self._addrs[key] = (family, (str(sa[0]), int(sa[1])))
+        return found
+
+    def _tick(self) -> None:
+        now = self.now = self.loop.time()
+        for ul in self.udp:
+            ul.expire(now)
+        self._tick_handle = self.loop.call_later(TICK, self._tick)
+
+    def connections(self) -> int:
+        """Client connections and UDP flows open now."""
+        return sum(len(t.sessions) for t in self.tcp) + sum(len(u.sessions) for u in self.udp)
+
+    # ------------------------------------------------------------ shutdown
+    def stop_accepting(self) -> None:
+        """Drain, step 1: no new TCP connections; UDP flows end now (nothing to finish)."""
+        for tl in self.tcp:
+            tl.stop_accepting()
+            while tl.queue:
+                tl.queue[0].abort()
+        for ul in self.udp:
+            ul.close()
+        self.udp.clear()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+
+    async def drain(self, deadline: float) -> None:
+        """Drain, step 2: let relayed TCP connections finish until ``deadline`` (loop
+        time), then reset the rest. Sessions signal their end (:meth:`session_closed`)."""
+        self.stop_accepting()
+        self.drained = asyncio.Event()
+        self.session_closed()
+        try:
+            await asyncio.wait_for(self.drained.wait(), max(0.0, deadline - self.loop.time()))
+        except TimeoutError:
+            pass
+        for tl in self.tcp:
+            for session in list(tl.sessions):
+                session.abort()
+        self.shared.pipes.close()
+
+    def session_closed(self) -> None:
+        if self.drained is not None and not self.connections():
+            self.drained.set()
