@@ -12,5 +12,15 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "apt-ensure: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# Tests start their own redis-server, keepalived, nginx...: keep the packages' own
+# services from starting at install time (Debian's policy-rc.d convention).
+policy=/usr/sbin/policy-rc.d
+created=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' > "$policy"
+  chmod +x "$policy"
+  created=1
+fi
+trap '[ "$created" = 1 ] && rm -f "$policy"' EXIT
 apt-get update -qq
 apt-get install -y -qq "${missing[@]}" >/dev/null
