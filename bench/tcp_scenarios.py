@@ -156,6 +156,7 @@ backends:
         got = [0] * BULK_CONNECTIONS
         objects = [0] * BULK_CONNECTIONS
         errors = [0] * BULK_CONNECTIONS
+        reasons: list[str] = []
 
         def fetch(i: int) -> None:
             buf = bytearray(1 << 20)
@@ -167,6 +168,7 @@ backends:
                         head, sep, _ = bytes(buf[:n]).partition(b"\r\n\r\n")
                         if not sep or not head.startswith(b"HTTP/1.1 200"):
                             errors[i] += 1
+                            reasons.append(f"bad head {bytes(buf[:min(n, 40)])!r}")
                             continue
                         body = n - len(head) - 4
                         while body < BLOB_SIZE and time.monotonic() < deadline:
@@ -179,8 +181,10 @@ backends:
                             objects[i] += 1
                         elif time.monotonic() < deadline:
                             errors[i] += 1  # cut short before the end of the run
-                except OSError:
+                            reasons.append(f"short object: {body} bytes")
+                except OSError as exc:
                     errors[i] += 1
+                    reasons.append(f"{type(exc).__name__}: {exc}")
 
         start = time.monotonic()
         threads = [threading.Thread(target=fetch, args=(i,)) for i in range(BULK_CONNECTIONS)]
@@ -192,7 +196,8 @@ backends:
         gigabytes = sum(got) / 1e9
         return run.LoadResult(work=gigabytes, work_unit="GB", seconds=elapsed, rate=gigabytes / elapsed,
                               errors=sum(errors), raw=f"{sum(objects)} complete objects of {BLOB_SIZE} bytes, "
-                              f"{sum(got)} bytes in {elapsed:.2f}s over {BULK_CONNECTIONS} connections")
+                              f"{sum(got)} bytes in {elapsed:.2f}s over {BULK_CONNECTIONS} connections"
+                              + "".join(f"\nerror: {r}" for r in reasons[:10]))
 
     def connrate_load(target: Any, opts: Any, seconds: int) -> Any:
         argv = [run.WRK, f"-t{opts.threads}", f"-c{opts.connections}", f"-d{seconds}s", "--timeout", "5s",

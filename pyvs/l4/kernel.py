@@ -9,7 +9,9 @@ every kernel listener of a config:
 * :meth:`KernelDataPlanes.start` -- write each listener's table / services;
 * :meth:`KernelDataPlanes.set_servers` -- health checks and runtime actions call it
   with a backend's eligible servers and their effective weights; every kernel
-  listener on that backend rewrites its balancing decision;
+  listener on that backend rewrites its balancing decision.
+  :meth:`KernelDataPlanes.on_server_message` takes the health manager's
+  ``{"type": "server", ...}`` message (the one broadcast to workers) instead;
 * :meth:`KernelDataPlanes.statistics` -- the kernel's counters, for ``/status``;
 * :meth:`KernelDataPlanes.stop` -- remove what :meth:`start` created, and only that.
 
@@ -101,7 +103,6 @@ class KernelDataPlanes:
         # For on_server_message: config weights, and the last (eligible, weight) health sent.
         self._config_weights = {b.name: {s.name: s.weight for s in b.servers} for b in cfg.backends}
         self._state: dict[str, dict[str, tuple[bool, int]]] = {}
-        self._scale = WEIGHT_SCALE
 
     def start(self) -> None:
         """Program every plane; on a failure, undo the ones already programmed."""
@@ -137,12 +138,12 @@ class KernelDataPlanes:
         self.set_servers(backend, self._weights(backend))
 
     def _weights(self, backend: str) -> dict[str, int]:
-        """Eligible weights of ``backend``: config weights overridden by what health said."""
-        plane = next(p for p in self.planes if p.backend == backend)
+        """Eligible weights of ``backend``: config weights overridden by what health said
+        (health sends weights scaled by ``WEIGHT_SCALE``; only proportions matter here)."""
         state = self._state.get(backend, {})
         weights: dict[str, int] = {}
-        for name, weight in self._config_weights[plane.backend].items():
-            eligible, w = state.get(name, (True, weight * self._scale))
+        for name, weight in self._config_weights[backend].items():
+            eligible, w = state.get(name, (True, weight * WEIGHT_SCALE))
             if eligible:
                 weights[name] = w
         return weights

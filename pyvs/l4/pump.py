@@ -267,14 +267,18 @@ class Pump:
             if n == 0:
                 self._eof()
                 return
+            # Count the bytes in the pipe before moving them on: if the next call fails
+            # the pipe is not empty and must not go back to the pool (a reused pipe with
+            # stale bytes would fill up and stall the next connection).
+            self.inpipe = n
             try:
                 m = os.splice(r, dfd, n, flags=_SPLICE_FLAGS)
             except BlockingIOError:
                 m = 0
+            self.inpipe = n - m
             self.nbytes += m
             self.owner.moved = True
             if m < n:
-                self.inpipe = n - m
                 self.blocked = True
                 return
         self._again()

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyvs.config.schema import Config
+from pyvs.config.schema import Config, parse_address
 from pyvs.l4.kernel import start_kernel_dataplanes
 from pyvs.runtime.sockets import bind_socket
 from pyvs.runtime.stats import aggregate
@@ -60,6 +60,7 @@ class Supervisor:
         self.all_ready: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.vrrp: Any = None  # pyvs.ha.runner.VrrpRunner when cfg.vrrp is set
+        self.kernel: Any = None  # kernel data planes (pyvs.l4.kernel), set when the loop starts
         from pyvs.health.manager import HealthManager
 
         self.health = HealthManager(cfg, self.broadcast)
@@ -72,9 +73,24 @@ class Supervisor:
     def check_binds(self) -> None:
         """Bind every listener address once (SO_REUSEPORT) to fail early on conflicts."""
         for lst in self.cfg.listeners:
+            if lst.mode != "http" and lst.dataplane != "userspace":
+                continue  # the kernel forwards it; the address need not be local
             for addr in lst.bind:
                 try:
-                    self.held.append(bind_socket(addr))
+                    if lst.mode == "udp":
+                        host, port = parse_address(addr)
+                        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                        s = socket.socket(family, socket.SOCK_DGRAM)
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                        try:
+                            s.bind((host, port))
+                        finally:
+                            # Not held: a bound UDP socket in the SO_REUSEPORT group would
+                            # receive (and drop) its share of the datagrams.
+                            s.close()
+                    else:
+                        self.held.append(bind_socket(addr))
                 except OSError as exc:
                     raise SystemExit(f"pyvs: listener {lst.name!r} cannot bind {addr}: {exc.strerror}") from None
 
@@ -119,10 +135,20 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         self.all_ready = asyncio.Event()
+        def on_stop() -> None:
+            self.stopping = True  # from now on an exiting worker is not restarted
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_stop)
         runners: list[Any] = []
         self.kernel = start_kernel_dataplanes(self.cfg)  # nftables/ipvs listeners (pyvs/l4/kernel.py)
+        try:
+            await self._serve(stop, runners)
+        finally:
+            self.kernel.stop()  # remove this instance's nftables tables / IPVS services, also on a crash
+
+    async def _serve(self, stop: asyncio.Event, runners: list[Any]) -> None:
         if self.cfg.demo.servers:
             from pyvs.demo import start_demo_servers
 
@@ -137,6 +163,7 @@ class Supervisor:
         if self.persist is not None:
             self.persist.start()
         try:
+            assert self.all_ready is not None
             await asyncio.wait_for(self.all_ready.wait(), 15)
         except TimeoutError:
             log.error("workers did not become ready in 15 s")
@@ -157,7 +184,6 @@ class Supervisor:
         await self._stop_workers()
         if self.persist is not None:
             await self.persist.stop()
-        self.kernel.stop()  # remove this instance's nftables tables / IPVS services
         for r in runners:
             await r.cleanup()
 
@@ -219,10 +245,13 @@ class Supervisor:
             writer.close()
 
     def broadcast(self, msg: dict[str, Any]) -> None:
-        """Send ``msg`` to every running worker (health and runtime changes)."""
+        """Send ``msg`` to every running worker (health and runtime changes), and to the
+        kernel data planes, which rewrite their server maps on a server change."""
         for h in self.workers.values():
             if h.ready:
                 h.send(msg)
+        if self.kernel is not None and msg.get("type") == "server":
+            self.kernel.on_server_message(msg)
 
     def _reap(self) -> None:
         while True:
@@ -300,6 +329,7 @@ class Supervisor:
             ],
             **agg,
             "vrrp": self.vrrp_status(),
+            "kernel": self.kernel.statistics() if self.kernel is not None else [],
             "persistence": self.persist.statistics() if self.persist is not None else None,
         }
 

@@ -370,3 +370,23 @@ def test_idle_connections_are_closed(backends: list[L4Backend], started: list[Py
         with pytest.raises(ConnectionResetError):
             s.recv(100)  # nothing moves: pyvs resets both sides
     p.wait_status(lambda st: st["totals"]["l4_idle_timeouts"] == 1)
+
+
+def test_clients_aborting_bulk_transfers_do_not_poison_later_ones(backends: list[L4Backend], started: list[Pyvs],
+                                                                   tmp_path: Path) -> None:
+    """Resets in the middle of spliced transfers must not leave bytes in pooled pipes
+    (a reused dirty pipe once stalled the next connection)."""
+    cfg, port = tcp_config(backends[:1])
+    start(started, cfg, tmp_path)
+    for _ in range(6):
+        s = connect(port)
+        s.sendall(f"SEND {50 * MIB}\n".encode())
+        got = 0
+        while got < 2 * MIB:
+            got += len(s.recv(MIB))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # reset with data in flight
+    size = 20 * MIB
+    for _ in range(3):
+        data = ask(port, f"SEND {size}\n".encode())
+        assert len(data) == size and data == pattern(size)

@@ -154,3 +154,22 @@ def test_pyvs_check_reports_missing_ipvs_clearly(tmp_path: Path) -> None:
     else:
         assert "listeners[0].dataplane: this kernel has no IPVS" in out.stderr, out.stderr
         assert "Traceback" not in out.stderr
+
+
+def test_a_server_failing_its_health_check_leaves_the_kernel_map(lab: L4Lab, tmp_path: Path) -> None:
+    """End to end: pyvs's own health check takes s2 out of the nftables map within the
+    check interval, and puts it back when it answers again."""
+    cfg = l4_config()
+    cfg["backends"][0]["health"] = {"type": "tcp", "interval": "100ms", "timeout": "200ms", "rise": 1, "fall": 1}
+    proc = run_pyvs(lab, cfg, tmp_path)
+    try:
+        assert answers(lab.clients(4)) == {"s1": 2, "s2": 2}
+        lab.stop_server("s2")
+        wait_for(lambda: answers(lab.clients(2)) == {"s1": 2}, 5, "s2 out of the map")
+        assert answers(lab.clients(6)) == {"s1": 6}
+        lab.start_server("s2")
+        wait_for(lambda: "s2" in answers(lab.clients(4)), 5, "s2 back in the map")
+    finally:
+        if "s2" not in lab.procs:
+            lab.start_server("s2")
+        assert stop_pyvs(proc) == 0
