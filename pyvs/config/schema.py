@@ -164,9 +164,10 @@ class Listener(Model):
             return self
         if self.dataplane != "userspace":
             raise ValueError(f"dataplane {self.dataplane!r} is for tcp and udp listeners")
-        if self.send_proxy or self.accept_proxy:
-            # pyvs/l4/proxyproto.py has the codec; the HTTP frontend does not call it yet.
-            raise ValueError("send_proxy and accept_proxy are not available on http listeners yet")
+        if self.send_proxy:
+            # A PROXY header belongs to one client connection; pooled server connections
+            # are shared between clients, so this needs per-client connections first.
+            raise ValueError("send_proxy is not available on http listeners yet (accept_proxy is)")
         if self.backend is None and not any(r.match is None for r in self.routes) and not self.routes:
             raise ValueError("needs a backend or routes")
         return self

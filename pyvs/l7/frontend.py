@@ -69,6 +69,7 @@ HEAD = 0  # waiting for (the rest of) a request head
 BODY = 1  # forwarding a request body
 WAIT = 2  # request complete, response under way
 TUNNEL = 3  # after 101: raw bytes both ways
+PROXY = 4  # accept_proxy: waiting for the PROXY protocol header
 
 
 class HttpFrontend(asyncio.Protocol):
@@ -129,6 +130,8 @@ class HttpFrontend(asyncio.Protocol):
         self.deadline = self.loop.time() + self.lst.request_timeout
         if w.draining:
             self.close_after = True
+        if self.lst.accept_proxy:
+            self.phase = PROXY
 
     def data_received(self, data: bytes) -> None:
         phase = self.phase
@@ -140,6 +143,8 @@ class HttpFrontend(asyncio.Protocol):
             up = self.up
             if up is not None and up.transport is not None:
                 up.transport.write(data)
+        elif phase == PROXY:
+            self._proxy_header(data)
         else:  # WAIT: a pipelined request (or tunnel bytes before the 101)
             self.inbuf += data
             self._pause_reading()
@@ -193,6 +198,31 @@ class HttpFrontend(asyncio.Protocol):
                 up.deadline = self.loop.time() + up.server.backend.server_timeout
             self.deadline = 0.0
         self._maybe_resume()
+
+    def _proxy_header(self, data: bytes) -> None:
+        """accept_proxy: the connection starts with a PROXY v1/v2 header naming the client."""
+        from pyvs.l4.proxyproto import ProxyProtocolError, parse
+
+        buf = self.inbuf + data
+        try:
+            hdr = parse(buf)
+        except ProxyProtocolError:
+            self.worker.stats.bad_requests += 1
+            self._abort()  # not a PROXY header: nothing on this connection can be trusted
+            return
+        if hdr is None:
+            self.inbuf = buf
+            return
+        if hdr.src is not None:
+            ip = hdr.src[0]
+            self.client_ip = ip.encode()
+            self.trusted = self.lst.is_trusted(ip)
+            self.xff_line = b"X-Forwarded-For: " + self.client_ip + b"\r\n"
+        self.inbuf = b""
+        self.phase = HEAD
+        rest = buf[hdr.consumed :]
+        if rest:
+            self._heads(rest)
 
     # ------------------------------------------------------------ timeouts
     def on_deadline(self, now: float) -> None:

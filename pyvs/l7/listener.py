@@ -50,6 +50,7 @@ class ListenerRuntime:
         self.name = cfg.name
         self.worker = worker
         self.max_head = cfg.max_header_size
+        self.accept_proxy = cfg.accept_proxy
         self.client_timeout = cfg.timeouts.client
         self.request_timeout = cfg.timeouts.request
         routes = [

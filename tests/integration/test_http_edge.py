@@ -197,3 +197,35 @@ def test_sigterm_drains_in_flight_requests_with_two_workers(slow_backend: Backen
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
     pyvs.stop()
+
+
+def test_accept_proxy_on_http_listener_takes_the_client_from_the_header(
+    slow_backend: Backend, tmp_path: Path
+) -> None:
+    from pyvs.l4.proxyproto import build
+
+    port = free_port()
+    cfg = {
+        "listeners": [{"name": "l", "bind": [f"127.0.0.1:{port}"], "backend": "b", "accept_proxy": True}],
+        "backends": [{"name": "b", "servers": [{"name": "s1", "address": slow_backend.address}]}],
+    }
+    pyvs = Pyvs(cfg, tmp_path)
+    try:
+        for version in ("v1", "v2"):
+            hdr = build(version, ("203.0.113.7", 40000), ("127.0.0.1", port))
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(hdr + b"GET /headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                out = b""
+                while chunk := s.recv(65536):
+                    out += chunk
+            assert out.startswith(b"HTTP/1.1 200")
+            assert slow_backend.last_headers["X-Forwarded-For"] == "203.0.113.7"
+        # Without the header, the connection is closed unanswered.
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                assert s.recv(100) == b""
+            except ConnectionResetError:
+                pass
+    finally:
+        pyvs.stop()

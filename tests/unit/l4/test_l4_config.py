@@ -65,8 +65,8 @@ def test_l4_keys_are_parsed() -> None:
      "listeners[0]: send_proxy, accept_proxy and maxconn need dataplane userspace "
      "(the nftables data plane never sees the bytes)"),
     ("backend: app, dataplane: nftables", "listeners[0]: dataplane 'nftables' is for tcp and udp listeners"),
-    ("backend: app, accept_proxy: true",
-     "listeners[0]: send_proxy and accept_proxy are not available on http listeners yet"),
+    ("backend: app, send_proxy: v2",
+     "listeners[0]: send_proxy is not available on http listeners yet (accept_proxy is)"),
     ("mode: tcp, backend: app, send_proxy: v3", "listeners[0].send_proxy: Input should be 'v1' or 'v2'"),
     ("mode: tcp, backend: app, dataplane: lvs",
      "listeners[0].dataplane: Input should be 'userspace', 'nftables' or 'ipvs'"),
