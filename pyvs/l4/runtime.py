@@ -19,7 +19,6 @@ import asyncio
 import socket
 from typing import TYPE_CHECKING
 
-from pyvs.config.schema import parse_address
 from pyvs.l4.pump import Shared
 from pyvs.l4.tcp import TcpListener
 from pyvs.l4.udp import MAX_DATAGRAM, UdpListener
@@ -33,22 +32,7 @@ TICK = 0.1  # seconds between refreshes of the coarse clock and UDP expiry sweep
 
 def bind_udp(address: str) -> socket.socket:
     """A bound, non-blocking UDP socket with SO_REUSEPORT (one per worker)."""
-    host, port = parse_address(address)
-    family, stype, proto, _, sockaddr = socket.getaddrinfo(
-        host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, stype, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(sockaddr)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    return bind_socket(address, kind=socket.SOCK_DGRAM)
 
 
 class L4Runtime:

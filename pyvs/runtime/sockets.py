@@ -7,10 +7,11 @@ import socket
 from pyvs.config.schema import parse_address
 
 
-def bind_socket(address: str, *, reuse_port: bool = True) -> socket.socket:
-    """A bound, non-blocking TCP socket (not yet listening) for ``host:port``."""
+def bind_socket(address: str, *, reuse_port: bool = True, kind: int = socket.SOCK_STREAM) -> socket.socket:
+    """A bound, non-blocking socket for ``host:port``: TCP (not yet listening) by
+    default, UDP with ``kind=socket.SOCK_DGRAM``."""
     host, port = parse_address(address)
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    infos = socket.getaddrinfo(host, port, type=kind, flags=socket.AI_PASSIVE)
     family, stype, proto, _, sockaddr = infos[0]
     sock = socket.socket(family, stype, proto)
     try:

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyvs.config.schema import Config, parse_address
+from pyvs.config.schema import Config
 from pyvs.l4.kernel import start_kernel_dataplanes
 from pyvs.runtime.sockets import bind_socket
 from pyvs.runtime.stats import aggregate
@@ -78,17 +78,9 @@ class Supervisor:
             for addr in lst.bind:
                 try:
                     if lst.mode == "udp":
-                        host, port = parse_address(addr)
-                        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-                        s = socket.socket(family, socket.SOCK_DGRAM)
-                        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                        try:
-                            s.bind((host, port))
-                        finally:
-                            # Not held: a bound UDP socket in the SO_REUSEPORT group would
-                            # receive (and drop) its share of the datagrams.
-                            s.close()
+                        # Not held: a bound UDP socket in the SO_REUSEPORT group would
+                        # receive (and drop) its share of the datagrams.
+                        bind_socket(addr, kind=socket.SOCK_DGRAM).close()
                     else:
                         self.held.append(bind_socket(addr))
                 except OSError as exc:
