@@ -302,3 +302,42 @@ def test_metrics_expose_counters_and_states(loop_thread: LoopThread, good: Backe
     finally:
         pyvs.stop()
         dead.close()
+
+
+def test_http_check_over_tls(loop_thread: LoopThread, tmp_path: Path) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(ctx)
+    port = free_port()
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="tls ok")
+
+    async def start() -> web.AppRunner:
+        app = web.Application()
+        app.router.add_get("/h", ok)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
+        return runner
+
+    runner = loop_thread.run(start())
+    tls = {"type": "http", "path": "/h", "expect_body": "tls ok", **FAST, "tls": True}
+    plain = {"type": "http", "path": "/h", **FAST}
+    pyvs, _ = proxy(tmp_path, [
+        {"name": "tls", "address": f"127.0.0.1:{port}", "health": tls},
+        {"name": "plain", "address": f"127.0.0.1:{port}", "health": plain},
+    ])
+    try:
+        wait_until(lambda: state(pyvs, "b", "plain") == "DOWN", what="plain HTTP to a TLS port DOWN")
+        wait_until(lambda: pyvs.status()["backends"][0]["servers"][0]["health"]["checks"] >= 2, what="TLS checks")
+        servers = {s["name"]: s for s in pyvs.status()["backends"][0]["servers"]}
+        assert servers["tls"]["state"] == "UP" and servers["tls"]["health"]["last_check"]["ok"]
+    finally:
+        pyvs.stop()
+        loop_thread.run(runner.cleanup())
