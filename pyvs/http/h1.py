@@ -87,11 +87,16 @@ class _Collector:
 
     def __init__(self) -> None:
         self.complete = False
-        self.fields: list[tuple[bytes, bytes]] = []
+        self.fields: list[tuple[int, bytes]] = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if name[0] in _FIRST:
-            self.fields.append((name, value))
+            lname = name.lower()
+            code = _FIELDS.get(lname)
+            if code is not None:
+                self.fields.append((code, value))
+            elif lname.startswith(b"proxy-"):
+                self.fields.append((_F_HOP, value))
 
     def on_headers_complete(self) -> None:
         self.complete = True
@@ -101,10 +106,10 @@ _COLLECTOR = _Collector()
 
 
 def _collect(parser: httptools.HttpRequestParser | httptools.HttpResponseParser, block: bytes) -> list[
-    tuple[int, bytes, bytes]
+    tuple[int, bytes]
 ]:
-    """Feed ``block`` (a whole head) to llhttp; return ``(code, lower-name, value)`` of the
-    fields pyvs acts on. Raises :class:`ProtocolError` if llhttp rejects the head."""
+    """Feed ``block`` (a whole head) to llhttp; return ``(code, value)`` of the fields
+    pyvs acts on. Raises :class:`ProtocolError` if llhttp rejects the head."""
     col = _COLLECTOR
     col.complete = False
     fields = col.fields = []
@@ -116,16 +121,7 @@ def _collect(parser: httptools.HttpRequestParser | httptools.HttpResponseParser,
         raise ProtocolError(f"malformed head: {exc}") from None
     if not col.complete:
         raise ProtocolError("malformed head")
-    out = []
-    for name, value in fields:
-        lname = name.lower()
-        code = _FIELDS.get(lname)
-        if code is None:
-            if lname.startswith(b"proxy-"):
-                out.append((_F_HOP, lname, value))
-            continue
-        out.append((code, lname, value))
-    return out
+    return fields
 
 
 _KEEPALIVE_TOKENS = [b"keep-alive"]
@@ -244,7 +240,7 @@ def parse_request_head(block: bytes) -> RequestHead:
     conn_tokens: list[bytes] | None = None
     strip = False
     hosts = 0
-    for code, _, value in fields:
+    for code, value in fields:
         value = value.strip(b" \t")
         if code == _F_HOST:
             hosts += 1
@@ -336,7 +332,7 @@ def parse_response_head(block: bytes, *, head_request: bool) -> ResponseHead:
     conn_tokens: list[bytes] | None = None
     framing = UNTIL_CLOSE
     hop = False
-    for code, _, value in fields:
+    for code, value in fields:
         if code == _F_CL:
             if framing != CHUNKED:
                 framing = LENGTH
