@@ -205,8 +205,9 @@ class RequestHead:
         return target.split(b"?", 1)[0]
 
     @property
-    def idempotent(self) -> bool:
-        return self.method in IDEMPOTENT
+    def replayable(self) -> bool:
+        """Idempotent and without a body: safe to send again after a failed attempt."""
+        return self.framing == NO_BODY and self.method in IDEMPOTENT
 
     def field_lines(self) -> list[tuple[bytes, bytes]]:
         """The end-to-end fields as (name, value) pairs (for filters that need them)."""

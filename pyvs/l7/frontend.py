@@ -40,7 +40,6 @@ from pyvs.http.errors import ProtocolError
 from pyvs.http.framing import ChunkedBody, LengthBody
 from pyvs.http.h1 import (
     CHUNKED,
-    IDEMPOTENT,
     NO_BODY,
     UNTIL_CLOSE,
     RequestHead,
@@ -361,7 +360,7 @@ class HttpFrontend(asyncio.Protocol):
         self.attempts += 1
         conn = None
         if server.idle:
-            safe = head.framing == NO_BODY and head.method in IDEMPOTENT
+            safe = head.replayable
             conn = server.take_idle(self.started, 0.0 if safe else UNSAFE_REUSE_MAX_IDLE)
         if conn is not None:
             server.reused += 1
@@ -559,8 +558,7 @@ class HttpFrontend(asyncio.Protocol):
         assert head is not None and backend is not None
         if (
             conn.bytes_in == 0
-            and head.framing == NO_BODY
-            and head.method in IDEMPOTENT
+            and head.replayable
             and self.attempts <= backend.retries
             and not isinstance(exc, ProtocolError)
         ):

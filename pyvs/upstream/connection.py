@@ -75,7 +75,6 @@ class UpstreamConn(asyncio.Protocol):
         "sweeper",
         "transport",
         "upgraded",
-        "write_blocked",
     )
 
     def __init__(self, server: ServerState, owner: Owner | None, sweeper: Sweeper) -> None:
@@ -86,7 +85,6 @@ class UpstreamConn(asyncio.Protocol):
         self.closed = False
         self.deadline = 0.0
         self.idle_since = 0.0
-        self.write_blocked = False
         self.upgraded = False
         self.bytes_in = 0
         self.head_request = False
@@ -232,12 +230,10 @@ class UpstreamConn(asyncio.Protocol):
             owner.upstream_lost(self, exc)
 
     def pause_writing(self) -> None:
-        self.write_blocked = True
         if self.owner is not None:
             self.owner.upstream_write_blocked(True)
 
     def resume_writing(self) -> None:
-        self.write_blocked = False
         if self.owner is not None:
             self.owner.upstream_write_blocked(False)
 

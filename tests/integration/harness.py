@@ -98,7 +98,7 @@ class Backend:
         r.add_get("/slow", self.h_slow)
         r.add_get("/status/{code}", self.h_status)
         r.add_get("/die", self.h_die)
-        r.add_get("/die-chunked", self.h_die_chunked)
+        r.add_get("/die-chunked", self.h_die)
         r.add_get("/ws", self.h_ws)
         r.add_get("/trailers", self.h_name)
         self.runner = web.AppRunner(app, access_log=None, keepalive_timeout=75)
@@ -149,20 +149,14 @@ class Backend:
         return web.Response(status=int(request.match_info["code"]), text="status")
 
     async def h_die(self, request: web.Request) -> web.StreamResponse:
-        """Announce 1 MB, send 100 kB, then drop the connection."""
+        """Send 100 kB of a response, then drop the connection: /die announces 1 MB
+        with Content-Length, /die-chunked is chunked."""
         self._note(request)
-        resp = web.StreamResponse(headers={"Content-Length": "1000000"})
-        await resp.prepare(request)
-        await resp.write(pattern(100_000))
-        await asyncio.sleep(0.05)
-        assert request.transport is not None
-        request.transport.abort()
-        return resp
-
-    async def h_die_chunked(self, request: web.Request) -> web.StreamResponse:
-        self._note(request)
-        resp = web.StreamResponse()
-        resp.enable_chunked_encoding()
+        if request.path == "/die":
+            resp = web.StreamResponse(headers={"Content-Length": "1000000"})
+        else:
+            resp = web.StreamResponse()
+            resp.enable_chunked_encoding()
         await resp.prepare(request)
         await resp.write(pattern(100_000))
         await asyncio.sleep(0.05)

@@ -65,7 +65,10 @@ def good(loop_thread: LoopThread) -> Iterator[Backend]:
     b.close()
 
 
-def test_port_open_but_application_dead_is_taken_out(loop_thread: LoopThread, good: Backend, tmp_path: Path) -> None:
+@pytest.fixture()
+def good_and_dead(loop_thread: LoopThread, good: Backend, tmp_path: Path) -> Iterator[tuple[Pyvs, int]]:
+    """pyvs over a live server and one whose port is open but answers 500, once the
+    http check has taken the dead one out."""
     dead = RawBackend(loop_thread, lambda r, w: _answer(500, r, w))
     pyvs, port = proxy(
         tmp_path,
@@ -74,20 +77,25 @@ def test_port_open_but_application_dead_is_taken_out(loop_thread: LoopThread, go
     )
     try:
         wait_until(lambda: state(pyvs, "b", "dead") == "DOWN", what="dead server DOWN")
-        assert state(pyvs, "b", "good") == "UP"
-        before = good.requests
-        codes = [curl("-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/name").stdout
-                 for _ in range(20)]
-        assert codes == [b"200"] * 20
-        # Every request reached the live server (its health checks are counted apart).
-        assert good.requests - before >= 20
-        st = pyvs.status()
-        dead_st = next(s for s in st["backends"][0]["servers"] if s["name"] == "dead")
-        assert dead_st["health"]["last_check"]["detail"].startswith("status 500")
-        assert dead_st["requests"] == 0 or dead_st["health"]["transitions"] >= 1
+        yield pyvs, port
     finally:
         pyvs.stop()
         dead.close()
+
+
+def test_port_open_but_application_dead_is_taken_out(good: Backend, good_and_dead: tuple[Pyvs, int]) -> None:
+    pyvs, port = good_and_dead
+    assert state(pyvs, "b", "good") == "UP"
+    before = good.requests
+    codes = [curl("-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/name").stdout
+             for _ in range(20)]
+    assert codes == [b"200"] * 20
+    # Every request reached the live server (its health checks are counted apart).
+    assert good.requests - before >= 20
+    st = pyvs.status()
+    dead_st = next(s for s in st["backends"][0]["servers"] if s["name"] == "dead")
+    assert dead_st["health"]["last_check"]["detail"].startswith("status 500")
+    assert dead_st["requests"] == 0 or dead_st["health"]["transitions"] >= 1
 
 
 @pytest.mark.parametrize("kind", ["hang", "refused", "slow"])
@@ -283,25 +291,15 @@ def test_backup_then_sorry_body(loop_thread: LoopThread, good: Backend, tmp_path
         primary.close()
 
 
-def test_metrics_expose_counters_and_states(loop_thread: LoopThread, good: Backend, tmp_path: Path) -> None:
-    dead = RawBackend(loop_thread, lambda r, w: _answer(500, r, w))
-    pyvs, port = proxy(
-        tmp_path,
-        [{"name": "good", "address": good.address}, {"name": "dead", "address": dead.address}],
-        health={"type": "http", "path": "/name", **FAST},
-    )
-    try:
-        wait_until(lambda: state(pyvs, "b", "dead") == "DOWN", what="dead server DOWN")
-        assert curl(*[f"http://127.0.0.1:{port}/name"] * 5).returncode == 0
-        pyvs.wait_status(lambda s: s["totals"]["requests"] >= 5)
-        text = curl(f"http://127.0.0.1:{pyvs.admin_port}/metrics").stdout.decode()
-        assert 'pyvs_server_state{backend="b",server="dead",state="DOWN"} 1' in text
-        assert 'pyvs_server_state{backend="b",server="good",state="UP"} 1' in text
-        assert "pyvs_requests_total 5" in text
-        assert 'pyvs_server_requests_total{backend="b",server="good"} 5' in text
-    finally:
-        pyvs.stop()
-        dead.close()
+def test_metrics_expose_counters_and_states(good_and_dead: tuple[Pyvs, int]) -> None:
+    pyvs, port = good_and_dead
+    assert curl(*[f"http://127.0.0.1:{port}/name"] * 5).returncode == 0
+    pyvs.wait_status(lambda s: s["totals"]["requests"] >= 5)
+    text = curl(f"http://127.0.0.1:{pyvs.admin_port}/metrics").stdout.decode()
+    assert 'pyvs_server_state{backend="b",server="dead",state="DOWN"} 1' in text
+    assert 'pyvs_server_state{backend="b",server="good",state="UP"} 1' in text
+    assert "pyvs_requests_total 5" in text
+    assert 'pyvs_server_requests_total{backend="b",server="good"} 5' in text
 
 
 def test_http_check_over_tls(loop_thread: LoopThread, tmp_path: Path) -> None:

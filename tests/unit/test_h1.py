@@ -11,7 +11,7 @@ from pyvs.http.h1 import CHUNKED, LENGTH, NO_BODY, UNTIL_CLOSE, parse_request_he
 def test_simple_get_keeps_its_head_bytes() -> None:
     h = parse_request_head(b"GET /a?b=1 HTTP/1.1\r\nHost: h:81\r\nAccept: */*\r\n\r\n")
     assert (h.method, h.target, h.version, h.host) == (b"GET", b"/a?b=1", b"1.1", b"h:81")
-    assert h.path == b"/a" and h.keep_alive and h.framing == NO_BODY and h.idempotent
+    assert h.path == b"/a" and h.keep_alive and h.framing == NO_BODY and h.replayable
     assert h.block == b"GET /a?b=1 HTTP/1.1\r\nHost: h:81\r\nAccept: */*\r\n"
 
 
