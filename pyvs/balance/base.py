@@ -191,7 +191,9 @@ class Scheduler:
 
     def candidates(self, ctx: PickContext) -> list[Target]:
         """The pool, without excluded targets when any other remains."""
-        pool = self.pool()
+        pool = self._pool_cache
+        if pool is None:
+            pool = self.pool()
         if ctx.exclude and pool:
             rest = [t for t in pool if t.index not in ctx.exclude]
             if rest:

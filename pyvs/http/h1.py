@@ -75,53 +75,25 @@ _FIELDS = {
     b"x-forwarded-host": _F_XFH,
     b"forwarded": _F_FWD,
 }
-# First bytes of those names: any other field costs one set lookup in the callback.
+# First bytes of those names: a field not in _NAMES costs one set lookup more.
 _FIRST = frozenset(b"hHcCtTuUeEkKpPxXfF")
-
-
-class _Collector:
-    """llhttp protocol object: validation happens in C; Python sees only the few
-    fields whose name starts like one pyvs acts on."""
-
-    __slots__ = ("complete", "fields")
-
-    def __init__(self) -> None:
-        self.complete = False
-        self.fields: list[tuple[int, bytes]] = []
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if name[0] in _FIRST:
-            lname = name.lower()
-            code = _FIELDS.get(lname)
-            if code is not None:
-                self.fields.append((code, value))
-            elif lname.startswith(b"proxy-"):
-                self.fields.append((_F_HOP, value))
-
-    def on_headers_complete(self) -> None:
-        self.complete = True
-
-
-_COLLECTOR = _Collector()
-
-
-def _collect(parser: httptools.HttpRequestParser | httptools.HttpResponseParser, block: bytes) -> list[
-    tuple[int, bytes]
-]:
-    """Feed ``block`` (a whole head) to llhttp; return ``(code, value)`` of the fields
-    pyvs acts on. Raises :class:`ProtocolError` if llhttp rejects the head."""
-    col = _COLLECTOR
-    col.complete = False
-    fields = col.fields = []
-    try:
-        parser.feed_data(block)
-    except httptools.HttpParserUpgrade:
-        pass  # the head itself was valid; what follows is another protocol
-    except httptools.HttpParserError as exc:
-        raise ProtocolError(f"malformed head: {exc}") from None
-    if not col.complete:
-        raise ProtocolError("malformed head")
-    return fields
+# Exact spellings looked up before anything is lower-cased: the fields above as
+# usually written, and common fields pyvs ignores whose names start like one it acts
+# on (code -1), so that the usual head costs one dict lookup per field.
+_IGNORED = (
+    b"accept", b"accept-encoding", b"accept-language", b"accept-ranges", b"cache-control", b"content-type",
+    b"content-encoding", b"content-language", b"content-disposition", b"content-range", b"content-location",
+    b"cookie", b"etag", b"expires", b"from", b"pragma", b"user-agent", b"x-request-id", b"x-content-type-options",
+    b"x-frame-options", b"last-modified", b"date", b"server", b"vary", b"referer", b"origin", b"if-none-match",
+    b"if-modified-since", b"set-cookie", b"location", b"age", b"authorization", b"strict-transport-security",
+)
+_NAMES: dict[bytes, int] = {}
+for _n, _c in [*_FIELDS.items(), *((n, -1) for n in _IGNORED)]:
+    _NAMES[_n] = _c
+    _NAMES[b"-".join(p.capitalize() for p in _n.split(b"-"))] = _c
+_NAMES[b"TE"] = _F_HOP
+_NAMES[b"WWW-Authenticate"] = -1
+_NAMES[b"ETag"] = -1
 
 
 _KEEPALIVE_TOKENS = [b"keep-alive"]
@@ -148,6 +120,13 @@ def _strip_named(block: bytes, names: set[bytes]) -> bytes:
     return b"\r\n".join(kept)
 
 
+
+# The request and response head classes are their own llhttp protocol objects: the
+# parser calls ``on_header`` for every field, and the method returns after one set
+# lookup unless the field is one pyvs acts on. They have no ``__slots__``: defaults
+# live on the class, so a head stores only what its fields set (cheaper to create).
+
+
 class RequestHead:
     """A validated request head.
 
@@ -157,38 +136,80 @@ class RequestHead:
     ``xff``/``xf_proto``/``xf_host``/``forwarded`` for the proxy to decide on.
     """
 
-    __slots__ = (
-        "block",
-        "expect_continue",
-        "forwarded",
-        "framing",
-        "host",
-        "keep_alive",
-        "length",
-        "method",
-        "target",
-        "upgrade",
-        "version",
-        "xf_host",
-        "xf_proto",
-        "xff",
-    )
+    block: bytes = b""
+    method: bytes = b""
+    target: bytes = b""
+    version: bytes = b"1.1"
+    host: bytes | None = None
+    keep_alive: bool = True
+    framing: int = NO_BODY
+    length: int = 0
+    upgrade: bytes | None = None
+    expect_continue: bool = False
+    xff: bytes | None = None
+    xf_proto: bytes | None = None
+    xf_host: bytes | None = None
+    forwarded: bytes | None = None
+    # parse state
+    _hosts: int = 0
+    _conn: list[bytes] | None = None
+    _strip: bool = False
+    _bad_coding: bool = False
+    _complete: bool = False
 
-    def __init__(self) -> None:
-        self.block = b""
-        self.method = b""
-        self.target = b""
-        self.version = b"1.1"
-        self.host: bytes | None = None
-        self.keep_alive = True
-        self.framing = NO_BODY
-        self.length = 0
-        self.upgrade: bytes | None = None
-        self.expect_continue = False
-        self.xff: bytes | None = None
-        self.xf_proto: bytes | None = None
-        self.xf_host: bytes | None = None
-        self.forwarded: bytes | None = None
+    def on_header(self, name: bytes, value: bytes) -> None:
+        code = _NAMES.get(name)
+        if code is None:
+            if name[0] not in _FIRST:
+                return
+            lname = name.lower()
+            code = _FIELDS.get(lname)
+            if code is None:
+                if lname.startswith(b"proxy-"):
+                    self._strip = True
+                return
+        elif code < 0:
+            return
+        value = value.strip(b" \t")
+        if code == _F_HOST:
+            self._hosts += 1
+            self.host = value
+        elif code == _F_CL:
+            if self.framing != CHUNKED:
+                self.framing = LENGTH
+                self.length = int(value)  # llhttp accepts digits only, one value
+        elif code == _F_CONN:
+            toks = _tokens(value)
+            self._conn = toks if self._conn is None else self._conn + toks
+            if toks is not _KEEPALIVE_TOKENS:
+                self._strip = True
+        elif code == _F_TE:
+            # llhttp accepts only codings that end in chunked; pyvs supports chunked alone.
+            if value.lower() != b"chunked":
+                self._bad_coding = True  # 400 if llhttp rejects the head, 501 if not
+            self.framing = CHUNKED
+            self.length = 0
+            self._strip = True
+        elif code == _F_UPGRADE:
+            self.upgrade = value
+            self._strip = True
+        elif code == _F_EXPECT:
+            self.expect_continue = value.lower() == b"100-continue"
+        elif code == _F_HOP:
+            self._strip = True
+        else:
+            self._strip = True
+            if code == _F_XFF:
+                self.xff = value if self.xff is None else self.xff + b", " + value
+            elif code == _F_XFP:
+                self.xf_proto = value
+            elif code == _F_XFH:
+                self.xf_host = value
+            else:
+                self.forwarded = value if self.forwarded is None else self.forwarded + b", " + value
+
+    def on_headers_complete(self) -> None:
+        self._complete = True
 
     @property
     def has_body(self) -> bool:
@@ -219,14 +240,31 @@ class RequestHead:
         return out
 
 
+def _rejected(exc: httptools.HttpParserError) -> ProtocolError:
+    """The error for a head llhttp rejected (or a callback of ours raised in)."""
+    cause = exc.__context__
+    if isinstance(exc, httptools.HttpParserCallbackError) and isinstance(cause, ProtocolError):
+        return cause
+    return ProtocolError(f"malformed head: {exc}")
+
+
 def parse_request_head(block: bytes) -> RequestHead:
     """Validate and digest a request head. ``block`` ends with ``\\r\\n\\r\\n``.
 
     Raises :class:`ProtocolError` (400; 501 for an unknown transfer coding; 505 for
     an unknown version) on any violation: nothing of a bad request reaches a server.
     """
-    fields = _collect(httptools.HttpRequestParser(_COLLECTOR), block)
     head = RequestHead()
+    try:
+        httptools.HttpRequestParser(head).feed_data(block)
+    except httptools.HttpParserUpgrade:
+        pass  # the head itself was valid; what follows is another protocol
+    except httptools.HttpParserError as exc:
+        raise _rejected(exc) from None
+    if not head._complete:
+        raise ProtocolError("malformed head")
+    if head._bad_coding:
+        raise ProtocolError("transfer codings other than chunked are not supported", 501)
     line_end = block.find(b"\r\n")
     parts = block[:line_end].split(b" ")
     if len(parts) != 3 or not parts[1]:
@@ -234,57 +272,18 @@ def parse_request_head(block: bytes) -> RequestHead:
     method, target, version = parts
     head.method = method
     head.target = target
-    head.version = version = version[5:]
-    if version != b"1.1" and version != b"1.0":
-        raise ProtocolError(f"unsupported HTTP version {version.decode(errors='replace')}", 505)
-    body = block[:-2]
-    conn_tokens: list[bytes] | None = None
-    strip = False
-    hosts = 0
-    for code, value in fields:
-        value = value.strip(b" \t")
-        if code == _F_HOST:
-            hosts += 1
-            head.host = value
-        elif code == _F_CL:
-            if head.framing != CHUNKED:
-                head.framing = LENGTH
-                head.length = int(value.split(b",")[0])  # llhttp rejected differing values
-        elif code == _F_CONN:
-            toks = _tokens(value)
-            conn_tokens = toks if conn_tokens is None else conn_tokens + toks
-            if toks != [b"keep-alive"]:
-                strip = True
-        elif code == _F_TE:
-            # llhttp accepts only codings that end in chunked; pyvs supports chunked alone.
-            if value.lower() != b"chunked":
-                raise ProtocolError("transfer codings other than chunked are not supported", 501)
-            head.framing = CHUNKED
-            head.length = 0
-            strip = True
-        elif code == _F_UPGRADE:
-            head.upgrade = value
-            strip = True
-        elif code == _F_EXPECT:
-            head.expect_continue = value.lower() == b"100-continue"
-        elif code == _F_HOP:
-            strip = True
-        else:
-            strip = True
-            if code == _F_XFF:
-                head.xff = value if head.xff is None else head.xff + b", " + value
-            elif code == _F_XFP:
-                head.xf_proto = value
-            elif code == _F_XFH:
-                head.xf_host = value
-            else:
-                head.forwarded = value if head.forwarded is None else head.forwarded + b", " + value
-    if hosts != 1:
-        if hosts > 1:
+    version = version[5:]
+    if version != b"1.1":
+        if version != b"1.0":
+            raise ProtocolError(f"unsupported HTTP version {version.decode(errors='replace')}", 505)
+        head.version = version
+    if head._hosts != 1:
+        if head._hosts > 1:
             raise ProtocolError("more than one Host field")
         if version == b"1.1":
             raise ProtocolError("HTTP/1.1 request without Host")
     # Keep-alive: HTTP/1.1 unless "close"; HTTP/1.0 only with "keep-alive".
+    conn_tokens = head._conn
     if conn_tokens is not None:
         if version == b"1.1":
             head.keep_alive = b"close" not in conn_tokens
@@ -293,9 +292,11 @@ def parse_request_head(block: bytes) -> RequestHead:
         if head.upgrade is not None and b"upgrade" not in conn_tokens:
             head.upgrade = None  # Upgrade without "Connection: upgrade" is not an upgrade
     else:
-        head.keep_alive = version == b"1.1"
+        if version != b"1.1":
+            head.keep_alive = False
         head.upgrade = None
-    if strip:
+    body = block[:-2]
+    if head._strip:
         body = _STRIP_REQ.sub(b"", body)
         if conn_tokens is not None:
             named = {t for t in conn_tokens if t not in _CONN_KNOWN}
@@ -308,68 +309,98 @@ def parse_request_head(block: bytes) -> RequestHead:
 class ResponseHead:
     """A validated response head. ``block`` as for :class:`RequestHead`."""
 
-    __slots__ = ("block", "framing", "keep_alive", "length", "raw_ok", "status", "upgrade", "version")
+    block: bytes = b""
+    status: int = 0
+    version: bytes = b"1.1"
+    framing: int = UNTIL_CLOSE
+    length: int = 0
+    keep_alive: bool = True
+    upgrade: bytes | None = None
+    # True when the original head can be forwarded byte for byte to an HTTP/1.1
+    # keep-alive client: no hop-by-hop field other than "Connection: keep-alive".
+    raw_ok: bool = True
+    # parse state
+    _conn: list[bytes] | None = None
+    _hop: bool = False
+    _complete: bool = False
 
-    def __init__(self) -> None:
-        self.block = b""
-        self.status = 0
-        self.version = b"1.1"
-        self.framing = NO_BODY
-        self.length = 0
-        self.keep_alive = True
-        self.upgrade: bytes | None = None
-        # True when the original head can be forwarded byte for byte to an HTTP/1.1
-        # keep-alive client: no hop-by-hop field other than "Connection: keep-alive".
-        self.raw_ok = True
+    def on_header(self, name: bytes, value: bytes) -> None:
+        code = _NAMES.get(name)
+        if code is None:
+            if name[0] not in _FIRST_RESP:
+                return
+            lname = name.lower()
+            code = _FIELDS.get(lname)
+            if code is None:
+                if lname.startswith(b"proxy-"):
+                    self._hop = True
+                return
+        elif code < 0:
+            return
+        if code == _F_CL:
+            if self.framing != CHUNKED:
+                self.framing = LENGTH
+                self.length = int(value)  # llhttp accepts digits only, one value
+        elif code == _F_CONN:
+            if value == b"keep-alive" and self._conn is None:  # what nearly every server sends
+                self._conn = _KEEPALIVE_TOKENS
+                return
+            toks = _tokens(value.strip(b" \t"))
+            self._conn = toks if self._conn is None else self._conn + toks
+            self._hop = True
+        elif code == _F_TE:
+            self._hop = True
+            if value.strip(b" \t").lower().endswith(b"chunked"):
+                self.framing = CHUNKED
+                self.length = 0
+        elif code == _F_UPGRADE:
+            self.upgrade = value.strip(b" \t")
+            self._hop = True
+        elif code == _F_HOP:
+            self._hop = True
+
+    def on_headers_complete(self) -> None:
+        self._complete = True
+
+
+# First bytes of the response fields pyvs acts on (framing and hop-by-hop).
+_FIRST_RESP = frozenset(b"cCtTuUkKpP")
 
 
 def parse_response_head(block: bytes, *, head_request: bool) -> ResponseHead:
     """Validate and digest a response head; ``head_request`` when it answers HEAD."""
-    fields = _collect(httptools.HttpResponseParser(_COLLECTOR), block)
     rh = ResponseHead()
-    rh.version = version = block[5:8]
+    try:
+        httptools.HttpResponseParser(rh).feed_data(block)
+    except httptools.HttpParserUpgrade:
+        pass
+    except httptools.HttpParserError as exc:
+        raise _rejected(exc) from None
+    if not rh._complete:
+        raise ProtocolError("malformed head")
+    version = block[5:8]
     rh.status = status = int(block[9:12])
-    body = block[:-2]
-    conn_tokens: list[bytes] | None = None
-    framing = UNTIL_CLOSE
-    hop = False
-    for code, value in fields:
-        if code == _F_CL:
-            if framing != CHUNKED:
-                framing = LENGTH
-                rh.length = int(value.split(b",")[0])
-        elif code == _F_CONN:
-            toks = _tokens(value)
-            conn_tokens = toks if conn_tokens is None else conn_tokens + toks
-            if toks != [b"keep-alive"]:
-                hop = True
-        elif code == _F_TE:
-            hop = True
-            if value.strip(b" \t").lower().endswith(b"chunked"):
-                framing = CHUNKED
-                rh.length = 0
-        elif code == _F_UPGRADE:
-            rh.upgrade = value.strip(b" \t")
-            hop = True
-        elif code == _F_HOP:
-            hop = True
     if head_request or status < 200 or status == 204 or status == 304:
-        framing = NO_BODY
-    rh.framing = framing
+        rh.framing = NO_BODY
+    conn_tokens = rh._conn
     if version == b"1.1":
-        rh.keep_alive = conn_tokens is None or b"close" not in conn_tokens
+        if conn_tokens is not None and b"close" in conn_tokens:
+            rh.keep_alive = False
     else:
+        rh.version = version
         rh.keep_alive = conn_tokens is not None and b"keep-alive" in conn_tokens
-    if framing == UNTIL_CLOSE:
+    if rh.framing == UNTIL_CLOSE:
         rh.keep_alive = False
-    if hop or version != b"1.1":
+    if rh._hop or version != b"1.1":
         rh.raw_ok = False
-        body = _STRIP_RESP.sub(b"", body)
+        body = _STRIP_RESP.sub(b"", block[:-2])
         if conn_tokens is not None:
             named = {t for t in conn_tokens if t not in _CONN_KNOWN}
             if named:
                 body = _strip_named(body, named)
         if version != b"1.1":
             body = b"HTTP/1.1" + body[8:]
-    rh.block = body
+        rh.block = body
+    else:
+        rh.block = block[:-2]
     return rh

@@ -40,6 +40,7 @@ from pyvs.http.errors import ProtocolError
 from pyvs.http.framing import ChunkedBody, LengthBody
 from pyvs.http.h1 import (
     CHUNKED,
+    IDEMPOTENT,
     NO_BODY,
     UNTIL_CLOSE,
     RequestHead,
@@ -82,6 +83,7 @@ class HttpFrontend(asyncio.Protocol):
         self.client_ip = b""
         self.trusted = False
         self.xff_line = b""
+        self.fw_plain = False  # default forwarding fields, client not trusted: the short path
         self.deadline = 0.0
         self.idle_wait = False
         self.phase = HEAD
@@ -113,6 +115,8 @@ class HttpFrontend(asyncio.Protocol):
         self.wbuf: list[bytes] = []
         # Persistence state of the current exchange (pyvs/persist), for backends that have it.
         self.stick: Sticky | None = None
+        # The exchange under way may end in on_whole_response (see there).
+        self.fast_path = False
 
     # ------------------------------------------------------------------ asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -122,6 +126,7 @@ class HttpFrontend(asyncio.Protocol):
         self.client_ip = ip.encode()
         self.trusted = self.lst.is_trusted(ip)
         self.xff_line = b"X-Forwarded-For: " + self.client_ip + b"\r\n"
+        self.fw_plain = self.lst.fw_default and not self.trusted
         w = self.worker
         w.stats.client_connections += 1
         w.frontends.add(self)
@@ -217,6 +222,7 @@ class HttpFrontend(asyncio.Protocol):
             self.client_ip = ip.encode()
             self.trusted = self.lst.is_trusted(ip)
             self.xff_line = b"X-Forwarded-For: " + self.client_ip + b"\r\n"
+            self.fw_plain = self.lst.fw_default and not self.trusted
         self.inbuf = b""
         self.phase = HEAD
         rest = buf[hdr.consumed :]
@@ -243,9 +249,9 @@ class HttpFrontend(asyncio.Protocol):
         if self.inbuf:
             data = self.inbuf + data
             self.inbuf = b""
-        if self.idle_wait:
+        was_idle = self.idle_wait
+        if was_idle:
             self.idle_wait = False
-            self.deadline = self.loop.time() + self.lst.request_timeout
         if data and data[0] in (13, 10):
             data = data.lstrip(b"\r\n")  # empty lines before a request line are ignored
             if not data:
@@ -256,12 +262,12 @@ class HttpFrontend(asyncio.Protocol):
                 self._protocol_error(ProtocolError("request head too large", 431))
                 return
             self.inbuf = data
-            if not self.deadline:  # a partial head is bounded by the request timeout
+            if was_idle or not self.deadline:  # a partial head is bounded by the request timeout
                 self.deadline = self.loop.time() + self.lst.request_timeout
             return
         end += 4
         try:
-            head = parse_request_head(data[:end])
+            head = parse_request_head(data if end == len(data) else data[:end])
         except ProtocolError as exc:
             self._protocol_error(exc)
             return
@@ -275,7 +281,11 @@ class HttpFrontend(asyncio.Protocol):
             if end < len(data):
                 self.inbuf = data[end:]
                 self._pause_reading()
-            self._start(head)
+            if self.fw_plain and head.keep_alive and head.host and head.version == b"1.1" and not head.upgrade \
+                    and head.method in IDEMPOTENT and not self.lst.routes:
+                self._short_start(head)
+            else:
+                self._start(head)
             return
         self.phase = BODY
         self.req_ended = False
@@ -331,10 +341,59 @@ class HttpFrontend(asyncio.Protocol):
             self._send_error(503, close=not self.req_ended)
             return
         self.backend = backend
+        self.fast_path = backend.persist is None and head.keep_alive and head.version == b"1.1" and not head.upgrade
         self.started = self.loop.time()
         self.tried = _NONE_TRIED
         self.attempts = 0
         self._attempt(backend, head)
+
+    def _short_start(self, head: RequestHead) -> None:
+        """The common request in one call: a bodiless idempotent HTTP/1.1 keep-alive
+        request with a Host, the default forwarding fields, a listener without routes
+        and a backend whose scheduler reads nothing from the request. An idle pooled
+        connection takes the request at once; anything else (no server, no idle
+        connection) continues on the general path (_attempt, _use) with what was
+        decided so far, so nothing is decided twice."""
+        backend = self.lst.default_backend
+        if backend is None or not backend.simple:
+            self._start(head)
+            return
+        self.backend = backend
+        self.fast_path = True
+        self.started = now = self.loop.time()
+        self.tried = _NONE_TRIED
+        target = backend.scheduler.pick(backend._empty_ctx)
+        if target is None:
+            self.attempts = 0
+            self._attempt(backend, head)  # no server up: sorry server, sorry page or 503
+            return
+        server = backend.by_index[target.index]
+        self.server = server
+        self.attempts = 1
+        idle = server.idle
+        conn = idle.pop() if idle else None
+        if conn is None or conn.closed:
+            self._use(server, head)
+            return
+        server.reused += 1
+        server.active += 1
+        server.requests += 1
+        target.outstanding += 1  # Scheduler.taken, which no algorithm overrides
+        conn.owner = self
+        self.up = conn
+        conn.start_response(head.method == b"HEAD")
+        t = conn.transport
+        assert t is not None
+        t.write(b"".join((head.block, self.xff_line, self.lst.xfp_line, b"X-Forwarded-Host: ", head.host or b"",
+                          b"\r\n\r\n")))
+        deadline = now + backend.server_timeout
+        if backend.total_timeout:
+            deadline = min(deadline, now + backend.total_timeout)
+        conn.deadline = deadline
+        if self.client_write_blocked:
+            t.pause_reading()  # the client still is not reading: hold the server too
+        if self.reading_paused:
+            self._maybe_resume()
 
     def _attempt(self, backend: BackendRuntime, head: RequestHead) -> None:
         persist = backend.persist
@@ -358,15 +417,19 @@ class HttpFrontend(asyncio.Protocol):
                 return
         self.server = server
         self.attempts += 1
-        conn = None
+        self._use(server, head)
+
+    def _use(self, server: ServerState, head: RequestHead) -> None:
+        """Send the request to ``server``: on an idle pooled connection, or a new one."""
+        backend = server.backend
         if server.idle:
-            safe = head.replayable
+            safe = head.framing == NO_BODY and head.method in IDEMPOTENT  # RequestHead.replayable
             conn = server.take_idle(self.started, 0.0 if safe else UNSAFE_REUSE_MAX_IDLE)
-        if conn is not None:
-            server.reused += 1
-            conn.bind(self)
-            self._bound(conn, head)
-            return
+            if conn is not None:
+                server.reused += 1
+                conn.owner = self
+                self._bound(conn, head)
+                return
         conn = UpstreamConn(server, self, self.worker.sweeper)
         conn.deadline = self.loop.time() + backend.connect_timeout
         self.worker.sweeper.add(conn)
@@ -421,11 +484,16 @@ class HttpFrontend(asyncio.Protocol):
         if server.index >= 0:  # the sorry server is outside the scheduler
             server.backend.scheduler.taken(server.target)
         conn.start_response(head.method == b"HEAD")
-        if self.client_write_blocked and conn.transport is not None:
-            conn.transport.pause_reading()  # the client still is not reading: hold the server too
         t = conn.transport
         assert t is not None
-        out = self._request_head(head, server)
+        if self.client_write_blocked:
+            t.pause_reading()  # the client still is not reading: hold the server too
+        if self.fw_plain and head.framing != CHUNKED and head.host and head.version == b"1.1" and not head.upgrade:
+            # The default forwarding fields for an ordinary request: one join.
+            out = b"".join((head.block, self.xff_line, self.lst.xfp_line, b"X-Forwarded-Host: ", head.host,
+                            b"\r\n\r\n"))
+        else:
+            out = self._request_head(head, server)
         buf = self.req_buf
         if buf:
             self.req_buf = None
@@ -433,7 +501,11 @@ class HttpFrontend(asyncio.Protocol):
         else:
             t.write(out)
         if self.req_ended:
-            self._await_response(conn)
+            backend = server.backend
+            deadline = self.loop.time() + backend.server_timeout
+            if backend.total_timeout:
+                deadline = min(deadline, self.started + backend.total_timeout)
+            conn.deadline = deadline
         else:
             conn.deadline = 0.0
             self.deadline = self.loop.time() + self.lst.client_timeout
@@ -442,10 +514,6 @@ class HttpFrontend(asyncio.Protocol):
 
     def _request_head(self, head: RequestHead, server: ServerState) -> bytes:
         lst = self.lst
-        if lst.fw_default and not self.trusted and head.framing != CHUNKED and head.host and head.version == b"1.1" \
-                and not head.upgrade:
-            # The default forwarding fields for an ordinary request: one join.
-            return b"".join((head.block, self.xff_line, lst.xfp_line, b"X-Forwarded-Host: ", head.host, b"\r\n\r\n"))
         block = head.block
         if head.version == b"1.0":
             block = block.replace(b" HTTP/1.0\r\n", b" HTTP/1.1\r\n", 1)
@@ -573,14 +641,20 @@ class HttpFrontend(asyncio.Protocol):
             log.warning("server %s/%s failed: %s", conn.server.backend.name, conn.server.name, exc)
         self._send_error(502, close=True)
 
-    def _server_done(self) -> None:
+    def _server_done(self, ok: bool | None = None) -> None:
+        """The exchange with ``self.server`` is over; ``ok`` (answered without a 5xx)
+        is passed to latency-aware schedulers when the exchange completed."""
         self.up_write_blocked = False  # that connection's backpressure is gone with it
         server = self.server
         if server is not None:
             self.server = None
             server.active -= 1
             if server.index >= 0:
-                server.backend.scheduler.released(server.target)
+                backend = server.backend
+                backend.scheduler.released(server.target)
+                if ok is not None and backend.observes:  # latency-aware algorithms only
+                    now = self.loop.time()
+                    backend.scheduler.observed(server.target, now - self.started, ok, now)
 
     def _passive_error(self, server: ServerState, kind: str) -> None:
         """Count a failure on live traffic; report the server after too many in a row."""
@@ -674,18 +748,28 @@ class HttpFrontend(asyncio.Protocol):
     def on_response_end(self, conn: UpstreamConn) -> None:
         if self.up is conn:
             self.up = None
-            server = self.server
-            self.up_write_blocked = False
-            if server is not None:
-                self.server = None
-                server.active -= 1
-                if server.index >= 0:
-                    backend = server.backend
-                    backend.scheduler.released(server.target)
-                    if backend.observes:  # latency-aware algorithms only
-                        now = self.loop.time()
-                        backend.scheduler.observed(server.target, now - self.started, self.resp_status < 500, now)
+            self._server_done(self.resp_status < 500)
         self._response_complete(conn)
+
+    def on_whole_response(self, conn: UpstreamConn, rh: ResponseHead, data: bytes) -> bool:
+        """The common exchange's end in one call, for an exchange marked ``fast_path``
+        (an HTTP/1.1 keep-alive client, no persistence): a response read whole in one
+        piece, that needs no rewriting and is not an error, goes to the client byte for
+        byte and the connection back to the pool. False: take the general path, which
+        does the same in steps (on_response_head, framing, on_response_end)."""
+        status = rh.status
+        if not rh.raw_ok or status >= 500 or self.close_after or not self.req_ended or self.up is not conn \
+                or self.wbuf or self.transport is None:
+            return False
+        conn.server.consecutive_errors = 0
+        self.transport.write(data)
+        self.resp_status = status
+        self.up = None
+        self._server_done(True)
+        now = self.loop.time()
+        conn.release(now)
+        self._exchange_done(status, now)
+        return True
 
     def _response_complete(self, conn: UpstreamConn | None) -> None:
         if self.resp_encoded:

@@ -55,6 +55,11 @@ class Owner(Protocol):
     def on_tunnel_data(self, data: bytes) -> None: ...
     def flush_client(self) -> None: ...
 
+    # True when on_whole_response may take a response read in one piece.
+    fast_path: bool
+
+    def on_whole_response(self, conn: UpstreamConn, rh: ResponseHead, data: bytes) -> bool: ...
+
 
 class UpstreamConn(asyncio.Protocol):
     """Client side of a connection to one server."""
@@ -146,6 +151,10 @@ class UpstreamConn(asyncio.Protocol):
             owner.on_interim(rh)
             pos = end
         self.response = rh
+        if rh.framing == LENGTH and pos == 0 and end + rh.length == len(data) and owner.fast_path:
+            # The whole response in this one read (the common case for small objects).
+            if owner.on_whole_response(self, rh, data):
+                return
         mode = self.mode = owner.on_response_head(rh)
         if rh.status == 101:
             self.upgraded = True

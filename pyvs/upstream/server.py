@@ -137,6 +137,9 @@ class BackendRuntime:
         self.observes = type(self.scheduler).observed is not Scheduler.observed
         # Session persistence (pyvs/persist): the frontend asks it instead of pick() when set.
         self.persist: Persistence | None = build_persistence(cfg.persistence, self) if cfg.persistence else None
+        # Nothing about the request or the exchange feeds the choice of server: the
+        # frontend may pick with the shared empty context on its short path.
+        self.simple = self.persist is None and not self.needs_context and not self.observes
 
     def pick(
         self, exclude: frozenset[int] = frozenset(), client: HttpFrontend | None = None,
