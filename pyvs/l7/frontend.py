@@ -79,6 +79,9 @@ class HttpFrontend(asyncio.Protocol):
         self.lst = listener
         self.worker = listener.worker
         self.loop = listener.worker.loop
+        # The short paths write through the worker's batch; every other write or close
+        # on a connection of this exchange calls batch.flush() first (ordering).
+        self.batch = listener.worker.batch
         self.transport: asyncio.Transport | None = None
         self.client_ip = b""
         self.trusted = False
@@ -154,6 +157,7 @@ class HttpFrontend(asyncio.Protocol):
             self._pause_reading()
 
     def eof_received(self) -> bool | None:
+        self.batch.flush()  # a response still in the batch must leave before a close
         up = self.up
         if self.phase == TUNNEL and up is not None and up.transport is not None:
             self.tunnel_eofs += 1
@@ -384,8 +388,8 @@ class HttpFrontend(asyncio.Protocol):
         conn.start_response(head.method == b"HEAD")
         t = conn.transport
         assert t is not None
-        t.write(b"".join((head.block, self.xff_line, self.lst.xfp_line, b"X-Forwarded-Host: ", head.host or b"",
-                          b"\r\n\r\n")))
+        self.batch.write(t, b"".join((head.block, self.xff_line, self.lst.xfp_line, b"X-Forwarded-Host: ",
+                                      head.host or b"", b"\r\n\r\n")))
         deadline = now + backend.server_timeout
         if backend.total_timeout:
             deadline = min(deadline, now + backend.total_timeout)
@@ -734,6 +738,7 @@ class HttpFrontend(asyncio.Protocol):
         """Write what the last server read produced."""
         wbuf = self.wbuf
         if wbuf:
+            self.batch.flush()
             if not self.closed and self.transport is not None:
                 if len(wbuf) == 1:
                     self.transport.write(wbuf[0])
@@ -743,6 +748,7 @@ class HttpFrontend(asyncio.Protocol):
 
     def on_tunnel_data(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
+            self.batch.flush()
             self.transport.write(data)
 
     def on_response_end(self, conn: UpstreamConn) -> None:
@@ -762,7 +768,7 @@ class HttpFrontend(asyncio.Protocol):
                 or self.wbuf or self.transport is None:
             return False
         conn.server.consecutive_errors = 0
-        self.transport.write(data)
+        self.batch.write(self.transport, data)
         self.resp_status = status
         self.up = None
         self._server_done(True)
@@ -835,6 +841,7 @@ class HttpFrontend(asyncio.Protocol):
 
     # ------------------------------------------------------------ helpers
     def _send_error(self, status: int, *, close: bool, data: bytes | None = None) -> None:
+        self.batch.flush()
         t = self.transport
         if t is None or self.closed:
             return
@@ -872,6 +879,7 @@ class HttpFrontend(asyncio.Protocol):
         self.req = None
         t = self.transport
         if t is not None and not self.closed:
+            self.batch.flush()
             t.write(error_response(exc.status, True))
         self.worker.stats.count_status(exc.status)
         self._close()
@@ -899,6 +907,7 @@ class HttpFrontend(asyncio.Protocol):
             self._close()
 
     def _close(self) -> None:
+        self.batch.flush()
         self.flush_client()
         if not self.closed and self.transport is not None:
             self.closed = True

@@ -24,6 +24,7 @@ from pyvs.config.schema import Config
 from pyvs.l4.runtime import L4Runtime
 from pyvs.l7.frontend import HttpFrontend
 from pyvs.l7.listener import ListenerRuntime
+from pyvs.runtime.batch import WriteBatch
 from pyvs.runtime.sockets import bind_socket
 from pyvs.runtime.stats import WorkerStats
 from pyvs.runtime.timers import Sweeper
@@ -42,6 +43,7 @@ class WorkerRuntime:
         self.stats = WorkerStats()
         self.frontends: set[HttpFrontend] = set()
         self.sweeper = Sweeper(loop)
+        self.batch = WriteBatch(loop)  # the L7 short paths write through it (see pyvs/runtime/batch.py)
         self.draining = False
         self.backends = {b.name: BackendRuntime(b, seed=index) for b in cfg.backends}
         self.listeners = [ListenerRuntime(lc, self.backends, self) for lc in cfg.listeners]
