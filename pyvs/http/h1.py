@@ -122,9 +122,10 @@ def _strip_named(block: bytes, names: set[bytes]) -> bytes:
 
 
 # The request and response head classes are their own llhttp protocol objects: the
-# parser calls ``on_header`` for every field, and the method returns after one set
-# lookup unless the field is one pyvs acts on. They have no ``__slots__``: defaults
-# live on the class, so a head stores only what its fields set (cheaper to create).
+# parser calls ``on_header`` for every field, and the method returns after one dict
+# lookup unless the field is one pyvs acts on. (Slots, every attribute set in
+# __init__: reads on the hot path stay on CPython's specialised fast path, which
+# class-level defaults would defeat.)
 
 
 class RequestHead:
@@ -136,26 +137,32 @@ class RequestHead:
     ``xff``/``xf_proto``/``xf_host``/``forwarded`` for the proxy to decide on.
     """
 
-    block: bytes = b""
-    method: bytes = b""
-    target: bytes = b""
-    version: bytes = b"1.1"
-    host: bytes | None = None
-    keep_alive: bool = True
-    framing: int = NO_BODY
-    length: int = 0
-    upgrade: bytes | None = None
-    expect_continue: bool = False
-    xff: bytes | None = None
-    xf_proto: bytes | None = None
-    xf_host: bytes | None = None
-    forwarded: bytes | None = None
-    # parse state
-    _hosts: int = 0
-    _conn: list[bytes] | None = None
-    _strip: bool = False
-    _bad_coding: bool = False
-    _complete: bool = False
+    __slots__ = (
+        "_bad_coding", "_complete", "_conn", "_hosts", "_strip", "block", "expect_continue", "forwarded",
+        "framing", "host", "keep_alive", "length", "method", "target", "upgrade", "version", "xf_host",
+        "xf_proto", "xff",
+    )
+
+    def __init__(self) -> None:
+        self.block: bytes = b""
+        self.method: bytes = b""
+        self.target: bytes = b""
+        self.version: bytes = b"1.1"
+        self.host: bytes | None = None
+        self.keep_alive: bool = True
+        self.framing: int = NO_BODY
+        self.length: int = 0
+        self.upgrade: bytes | None = None
+        self.expect_continue: bool = False
+        self.xff: bytes | None = None
+        self.xf_proto: bytes | None = None
+        self.xf_host: bytes | None = None
+        self.forwarded: bytes | None = None
+        self._hosts: int = 0  # parse state
+        self._conn: list[bytes] | None = None
+        self._strip: bool = False
+        self._bad_coding: bool = False
+        self._complete: bool = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         code = _NAMES.get(name)
@@ -309,20 +316,25 @@ def parse_request_head(block: bytes) -> RequestHead:
 class ResponseHead:
     """A validated response head. ``block`` as for :class:`RequestHead`."""
 
-    block: bytes = b""
-    status: int = 0
-    version: bytes = b"1.1"
-    framing: int = UNTIL_CLOSE
-    length: int = 0
-    keep_alive: bool = True
-    upgrade: bytes | None = None
-    # True when the original head can be forwarded byte for byte to an HTTP/1.1
-    # keep-alive client: no hop-by-hop field other than "Connection: keep-alive".
-    raw_ok: bool = True
-    # parse state
-    _conn: list[bytes] | None = None
-    _hop: bool = False
-    _complete: bool = False
+    __slots__ = (
+        "_complete", "_conn", "_hop", "block", "framing", "keep_alive", "length", "raw_ok", "status", "upgrade",
+        "version",
+    )
+
+    def __init__(self) -> None:
+        self.block: bytes = b""
+        self.status: int = 0
+        self.version: bytes = b"1.1"
+        self.framing: int = UNTIL_CLOSE
+        self.length: int = 0
+        self.keep_alive: bool = True
+        self.upgrade: bytes | None = None
+        # True when the original head can be forwarded byte for byte to an HTTP/1.1
+        # keep-alive client: no hop-by-hop field other than "Connection: keep-alive".
+        self.raw_ok: bool = True
+        self._conn: list[bytes] | None = None  # parse state
+        self._hop: bool = False
+        self._complete: bool = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         code = _NAMES.get(name)

@@ -285,9 +285,10 @@ class HttpFrontend(asyncio.Protocol):
             if end < len(data):
                 self.inbuf = data[end:]
                 self._pause_reading()
-            if self.fw_plain and head.keep_alive and head.host and head.version == b"1.1" and not head.upgrade \
-                    and head.method in IDEMPOTENT and not self.lst.routes:
-                self._short_start(head)
+            backend = self.lst.short_backend
+            if backend is not None and self.fw_plain and head.keep_alive and head.host and head.version == b"1.1" \
+                    and not head.upgrade and head.method in IDEMPOTENT:
+                self._short_start(head, backend)
             else:
                 self._start(head)
             return
@@ -351,17 +352,14 @@ class HttpFrontend(asyncio.Protocol):
         self.attempts = 0
         self._attempt(backend, head)
 
-    def _short_start(self, head: RequestHead) -> None:
+    def _short_start(self, head: RequestHead, backend: BackendRuntime) -> None:
         """The common request in one call: a bodiless idempotent HTTP/1.1 keep-alive
-        request with a Host, the default forwarding fields, a listener without routes
-        and a backend whose scheduler reads nothing from the request. An idle pooled
-        connection takes the request at once; anything else (no server, no idle
-        connection) continues on the general path (_attempt, _use) with what was
-        decided so far, so nothing is decided twice."""
-        backend = self.lst.default_backend
-        if backend is None or not backend.simple:
-            self._start(head)
-            return
+        request with a Host, the default forwarding fields, and a listener whose every
+        request goes to one backend whose scheduler reads nothing from the request
+        (``ListenerRuntime.short_backend``). An idle pooled connection takes the
+        request at once; anything else (no server, no idle connection) continues on
+        the general path (_attempt, _use) with what was decided so far, so nothing is
+        decided twice. What _start, _attempt and _bound do in steps is done inline."""
         self.backend = backend
         self.fast_path = True
         self.started = now = self.loop.time()
@@ -382,18 +380,19 @@ class HttpFrontend(asyncio.Protocol):
         server.reused += 1
         server.active += 1
         server.requests += 1
-        target.outstanding += 1  # Scheduler.taken, which no algorithm overrides
+        target.outstanding += 1  # Scheduler.taken (not overridden: BackendRuntime.simple)
         conn.owner = self
         self.up = conn
-        conn.start_response(head.method == b"HEAD")
+        # UpstreamConn.start_response; framer, inbuf and garbage are clear on a pooled connection.
+        conn.head_request = head.method == b"HEAD"
+        conn.response = None
+        conn.bytes_in = 0
         t = conn.transport
         assert t is not None
         self.batch.write(t, b"".join((head.block, self.xff_line, self.lst.xfp_line, b"X-Forwarded-Host: ",
                                       head.host or b"", b"\r\n\r\n")))
-        deadline = now + backend.server_timeout
-        if backend.total_timeout:
-            deadline = min(deadline, now + backend.total_timeout)
-        conn.deadline = deadline
+        total = backend.total_timeout
+        conn.deadline = now + (backend.server_timeout if not total or total > backend.server_timeout else total)
         if self.client_write_blocked:
             t.pause_reading()  # the client still is not reading: hold the server too
         if self.reading_paused:
@@ -764,17 +763,36 @@ class HttpFrontend(asyncio.Protocol):
         byte and the connection back to the pool. False: take the general path, which
         does the same in steps (on_response_head, framing, on_response_end)."""
         status = rh.status
+        t = self.transport
         if not rh.raw_ok or status >= 500 or self.close_after or not self.req_ended or self.up is not conn \
-                or self.wbuf or self.transport is None:
+                or self.wbuf or t is None or self.inbuf or self.reading_paused or status < 200 or status > 299:
             return False
-        conn.server.consecutive_errors = 0
-        self.batch.write(self.transport, data)
+        self.batch.write(t, data)
         self.resp_status = status
-        self.up = None
-        self._server_done(True)
         now = self.loop.time()
+        # _server_done(True)
+        self.up = None
+        self.up_write_blocked = False
+        server = conn.server
+        server.consecutive_errors = 0
+        if server is self.server:
+            self.server = None
+            server.active -= 1
+            if server.index >= 0:
+                backend = server.backend
+                backend.scheduler.released(server.target)
+                if backend.observes:
+                    backend.scheduler.observed(server.target, now - self.started, True, now)
         conn.release(now)
-        self._exchange_done(status, now)
+        # _exchange_done for a 2xx on a connection that stays open, with nothing pipelined
+        stats = self.worker.stats
+        stats.requests += 1
+        stats.responses_2xx += 1
+        self.req = None
+        self.resp_started = False
+        self.phase = HEAD
+        self.idle_wait = True
+        self.deadline = now + self.lst.client_timeout
         return True
 
     def _response_complete(self, conn: UpstreamConn | None) -> None:

@@ -71,6 +71,10 @@ class ListenerRuntime:
                 break
         self.routes = tuple(routes)
         self.routes_need_host = any(r.host is not None for r in self.routes)
+        # The backend of every request when nothing about a request decides where it
+        # goes (no routes, no persistence, no hashing): the frontend's short path.
+        d = self.default_backend
+        self.short_backend = d if d is not None and not self.routes and d.simple else None
         fw = cfg.forwarded
         self.fw_xff = fw.x_forwarded_for
         self.fw_xfp = fw.x_forwarded_proto

@@ -139,7 +139,9 @@ class BackendRuntime:
         self.persist: Persistence | None = build_persistence(cfg.persistence, self) if cfg.persistence else None
         # Nothing about the request or the exchange feeds the choice of server: the
         # frontend may pick with the shared empty context on its short path.
-        self.simple = self.persist is None and not self.needs_context and not self.observes
+        # (The short path also counts outstanding requests itself, as Scheduler.taken does.)
+        self.simple = self.persist is None and not self.needs_context and not self.observes \
+            and type(self.scheduler).taken is Scheduler.taken
 
     def pick(
         self, exclude: frozenset[int] = frozenset(), client: HttpFrontend | None = None,
