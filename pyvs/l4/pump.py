@@ -38,6 +38,7 @@ the connection down.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import fcntl
 import os
@@ -61,6 +62,10 @@ class PumpOwner(Protocol):
     moved: bool
 
     def pump_done(self, pump: Pump) -> None: ...
+
+    def other_done(self, pump: Pump) -> bool:
+        """True when the other direction of ``pump``'s connection has ended."""
+        ...
 
     def pump_failed(self, pump: Pump, exc: OSError) -> None: ...
 
@@ -129,7 +134,7 @@ class Pump:
         "src",
     )
 
-    def __init__(self, owner: PumpOwner, shared: Shared, src: socket.socket, dst: socket.socket,
+    def __init__(self, owner: PumpOwner, shared: Shared, src: _socket.socket, dst: _socket.socket,
                  pending: bytes = b"") -> None:
         self.owner = owner
         self.shared = shared
@@ -284,10 +289,14 @@ class Pump:
         self._again()
 
     def _eof(self) -> None:
-        """Source ended and everything is written: pass the FIN on."""
+        """Source ended and everything is written: pass the FIN on. When the other
+        direction has ended too, the owner closes both sockets at once, and the close
+        sends that FIN (nothing is left unread on either socket), so the
+        ``shutdown`` system call is saved."""
         self.stop()
-        try:
-            self.dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # the peer is gone already; the owner finds out from the other pump
+        if not self.owner.other_done(self):
+            try:
+                self.dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # the peer is gone already; the owner finds out from the other pump
         self.owner.pump_done(self)
