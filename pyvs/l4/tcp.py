@@ -441,7 +441,7 @@ class TcpSession:
                         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
                     except OSError:
                         pass
-                sock.close()
+                rt.shared.close_later(sock)
         self.up = None
         self._release_server()
         lst.sessions.discard(self)
