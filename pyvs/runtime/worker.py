@@ -120,6 +120,8 @@ async def _worker_main(cfg: Config, index: int, chan: socket.socket) -> None:
     reader, writer = await asyncio.open_unix_connection(sock=chan)
 
     def send(msg: dict[str, Any]) -> None:
+        if writer.is_closing():
+            return  # the supervisor is gone (killed during a drain): nobody to tell
         writer.write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
 
     rt.send = send
