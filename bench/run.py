@@ -385,6 +385,9 @@ class Scenario:
     # throughput (for kernel data planes, whose CPU is not charged to the proxy).
     ratio_by: str = "per_cpu"
     title: str = ""  # the load in the table title; default: the wrk command line
+    # Rows run only when --only names them (e.g. "direct", which would leave conntrack
+    # entries that disturb a kernel data plane measured after it in the same run).
+    opt_in: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -841,13 +844,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=50, help="concurrent connections (50)")
     p.add_argument("--threads", type=int, default=1, help="load-tool threads (1)")
     p.add_argument("--only", default="",
-                   help="comma-separated proxies to run (default: every proxy of the scenario)")
+                   help="comma-separated proxies to run (default: every proxy of the scenario but the "
+                        "opt-in ones, such as 'direct')")
     p.add_argument("--repeat", type=int, default=1, help="runs per proxy; the median is reported (1)")
     p.add_argument("--no-json", action="store_true", help="do not write bench/results/*.json")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
     args = p.parse_args(argv)
-    supported = SCENARIOS[args.scenario].proxies
-    only = [x.strip() for x in (args.only or ",".join(supported)).split(",") if x.strip()]
+    scn = SCENARIOS[args.scenario]
+    supported = scn.proxies
+    default = ",".join(x for x in supported if x not in scn.opt_in)
+    only = [x.strip() for x in (args.only or default).split(",") if x.strip()]
     bad = [x for x in only if x not in supported]
     if bad or not only:
         p.error(f"--only: unknown proxy {', '.join(bad) or '(none)'}; choose from {', '.join(supported)}")

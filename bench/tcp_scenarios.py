@@ -18,6 +18,11 @@ CPU-second: the kernel data plane spends its CPU in softirq context that is char
 to whatever process runs, so "pyvs CPU" would be near zero and meaningless. The
 targets (issue 5) are user space >= 0.8 x HAProxy and nftables >= 1.5 x HAProxy.
 
+A ``direct`` row (no proxy: the client talks to the backend; ``--only direct``, not run
+by default) shows the ceiling of the machine for each workload; its CPU column is empty.
+Run it on its own: its connections leave conntrack entries whose reply tuples clash
+with the DNAT of a ``pyvs-nft`` run after it (SYNs dropped, 1 s retransmits).
+
 This module holds no state; ``scenarios(run)`` receives bench/run.py itself so the
 proxies are launched, sampled and stopped by the same machinery as every scenario.
 """
@@ -142,7 +147,14 @@ backends:
         return pyvs_config(ws, listen, backend, "pyvs-nft",
                            ", dataplane: nftables, kernel: {table: pyvs_bench, masquerade: false}")
 
-    proxies = {"haproxy": tcp_haproxy, "nginx": tcp_nginx, "pyvs": tcp_pyvs, "pyvs-nft": tcp_pyvs_nft}
+    def tcp_direct(ws: Any, listen: Any, backend: Any) -> Any:
+        # No proxy: the load goes straight to the backend, and an idle process stands in
+        # for the proxy. Its rate is the ceiling of this machine for the scenario (client
+        # and backend share the two cores): a target above it cannot be met by any proxy.
+        return run.ProxyLaunch(["sleep", "infinity"], backend.endpoint, notes="no proxy")
+
+    proxies = {"haproxy": tcp_haproxy, "nginx": tcp_nginx, "pyvs": tcp_pyvs, "pyvs-nft": tcp_pyvs_nft,
+               "direct": tcp_direct}
 
     # ------------------------------------------------------------------ load and probe
     def probe(target: Any, backend: Any) -> list[str]:
@@ -219,7 +231,7 @@ backends:
                         "(HTTP over mode tcp / stream / pyvs tcp / pyvs nftables)",
             start_backend=bulk_backend, proxies=proxies, load=bulk_load, probe=probe,
             rate_label="GB/s", per_cpu_label="GB/CPU-s", rate_format=".2f", per_cpu_format=".2f",
-            ratio_by="rate", title=f"{BULK_CONNECTIONS} connections x 100 MiB objects",
+            ratio_by="rate", title=f"{BULK_CONNECTIONS} connections x 100 MiB objects", opt_in=("direct",),
         ),
         "tcp-connrate": run.Scenario(
             name="tcp-connrate",
@@ -227,6 +239,6 @@ backends:
                         "~100-byte responses",
             start_backend=run.http_backend, proxies=proxies, load=connrate_load, probe=probe,
             rate_label="conn/s", per_cpu_label="conn/CPU-s", ratio_by="rate",
-            title="wrk Connection: close",
+            title="wrk Connection: close", opt_in=("direct",),
         ),
     }
