@@ -361,6 +361,10 @@ class Backend:
     endpoint: Endpoint
     proc: subprocess.Popen[bytes]
     info: dict[str, Any] = field(default_factory=dict)
+    # A second address of the same server for one proxy alone: a kernel data plane
+    # DNATs on loopback, and its reply tuples (backend -> client port) must not clash
+    # with conntrack entries the other proxies' backend connections left behind.
+    private: Endpoint | None = None
 
 
 BackendStarter = Callable[[Workspace], Backend]
@@ -428,6 +432,7 @@ HTTP_BODY = "pyvs benchmark backend: a small plain-text response body".ljust(99,
 
 def http_backend(ws: Workspace) -> Backend:
     ep = free_endpoint()
+    private = free_endpoint()
     prefix = ws.path("backend-nginx", "x").parent
     conf = ws.write("backend-nginx/nginx.conf", f"""\
 daemon off;
@@ -443,6 +448,7 @@ http {{
     keepalive_timeout 120s;
     server {{
         listen {ep} backlog=4096;
+        listen {private} backlog=4096;
         default_type text/plain;
         location = / {{ return 200 "{HTTP_BODY.rstrip()}\\n"; }}
         location = /xff {{ return 200 "xff=$http_x_forwarded_for\\n"; }}
@@ -457,7 +463,7 @@ http {{
     status, body = curl(f"http://{ep}/")
     if status != 200 or body.decode(errors="replace") != HTTP_BODY:
         raise BenchError(f"backend nginx answered {status} {body[:80]!r}")
-    return Backend(ep, proc, {"server": "nginx", "body_bytes": len(HTTP_BODY)})
+    return Backend(ep, proc, {"server": "nginx", "body_bytes": len(HTTP_BODY)}, private=private)
 
 
 def http_haproxy(ws: Workspace, listen: Endpoint, backend: Backend) -> ProxyLaunch:

@@ -54,6 +54,7 @@ def scenarios(run: Any) -> dict[str, Any]:
                 f.write(block)
         (root / "probe").write_text("pyvs tcp probe\n")
         ep = run.free_endpoint()
+        private = run.free_endpoint()
         prefix = ws.path("backend-nginx", "x").parent
         conf = ws.write("backend-nginx/nginx.conf", f"""\
 daemon off;
@@ -70,6 +71,7 @@ http {{
     keepalive_requests 10000000;
     server {{
         listen {ep} backlog=4096;
+        listen {private} backlog=4096;
         root {root};
         location = / {{ return 200 "{run.HTTP_BODY.rstrip()}\\n"; }}
     }}
@@ -80,7 +82,7 @@ http {{
             run.wait_port(proc, ep, 10)
         except run.BenchError as e:
             raise run.BenchError(f"backend nginx: {e}\n{ws.log_tail('backend-nginx')}") from None
-        return run.Backend(ep, proc, {"server": "nginx", "object_bytes": BLOB_SIZE})
+        return run.Backend(ep, proc, {"server": "nginx", "object_bytes": BLOB_SIZE}, private=private)
 
     # ------------------------------------------------------------------ proxies
     def tcp_haproxy(ws: Any, listen: Any, backend: Any) -> Any:
@@ -126,7 +128,7 @@ stream {{
 """)
         return run.ProxyLaunch(run._nginx_argv(prefix, conf), listen)
 
-    def pyvs_config(ws: Any, listen: Any, backend: Any, name: str, extra: str) -> Any:
+    def pyvs_config(ws: Any, listen: Any, backend: Any, name: str, extra: str, server: Any = None) -> Any:
         admin = run.free_endpoint()
         cfg = ws.write(f"{name}/pyvs.yaml", f"""\
 global: {{workers: 1}}
@@ -135,17 +137,27 @@ listeners:
   - {{name: tcp, mode: tcp, bind: ["{listen}"], backend: be{extra}}}
 backends:
   - name: be
-    servers: [{{name: s1, address: "{backend.endpoint}"}}]
+    servers: [{{name: s1, address: "{server or backend.endpoint}"}}]
 """)
         return run.ProxyLaunch([run.PYVS, "run", "-c", str(cfg)], listen, cwd=run.REPO)
 
     def tcp_pyvs(ws: Any, listen: Any, backend: Any) -> Any:
         return pyvs_config(ws, listen, backend, "pyvs", "")
 
+    nft_listen: dict[str, Any] = {}
+
     def tcp_pyvs_nft(ws: Any, listen: Any, backend: Any) -> Any:
         # Client and backend are on this host (loopback): no masquerade is needed.
+        # Conntrack keeps every connection ~2 minutes (TIME_WAIT). A DNATed connection
+        # whose reply tuple (backend -> client port) is still held by an older entry
+        # with another original tuple is dropped (SYN retransmits, ~1 s each). So the
+        # kernel data plane gets a backend address no other proxy uses (run.Backend.
+        # private), and every run of it in one benchmark keeps the same listen address:
+        # a new SYN with an old entry's original tuple reopens that entry instead.
+        listen = nft_listen.setdefault("ep", listen)
         return pyvs_config(ws, listen, backend, "pyvs-nft",
-                           ", dataplane: nftables, kernel: {table: pyvs_bench, masquerade: false}")
+                           ", dataplane: nftables, kernel: {table: pyvs_bench, masquerade: false}",
+                           server=backend.private)
 
     def tcp_direct(ws: Any, listen: Any, backend: Any) -> Any:
         # No proxy: the load goes straight to the backend, and an idle process stands in
