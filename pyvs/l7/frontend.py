@@ -764,8 +764,8 @@ class HttpFrontend(asyncio.Protocol):
         does the same in steps (on_response_head, framing, on_response_end)."""
         status = rh.status
         t = self.transport
-        if not rh.raw_ok or status >= 500 or self.close_after or not self.req_ended or self.up is not conn \
-                or self.wbuf or t is None or self.inbuf or self.reading_paused or status < 200 or status > 299:
+        if not 200 <= status < 300 or not rh.raw_ok or self.close_after or not self.req_ended \
+                or self.up is not conn or self.wbuf or t is None or self.inbuf or self.reading_paused:
             return False
         self.batch.write(t, data)
         self.resp_status = status
@@ -775,15 +775,22 @@ class HttpFrontend(asyncio.Protocol):
         self.up_write_blocked = False
         server = conn.server
         server.consecutive_errors = 0
+        backend = server.backend
         if server is self.server:
             self.server = None
             server.active -= 1
             if server.index >= 0:
-                backend = server.backend
                 backend.scheduler.released(server.target)
                 if backend.observes:
                     backend.scheduler.observed(server.target, now - self.started, True, now)
-        conn.release(now)
+        if rh.keep_alive and len(server.idle) < backend.max_idle:
+            # UpstreamConn.release of a connection whose response ended exactly with this read
+            conn.owner = None
+            conn.idle_since = now
+            conn.deadline = now + backend.idle_timeout
+            server.idle.append(conn)
+        else:
+            conn.release(now)
         # _exchange_done for a 2xx on a connection that stays open, with nothing pipelined
         stats = self.worker.stats
         stats.requests += 1
