@@ -302,6 +302,10 @@ def parse_request_head(block: bytes) -> RequestHead:
         if version != b"1.1":
             head.keep_alive = False
         head.upgrade = None
+    if version != b"1.1" and head.framing == CHUNKED:
+        # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message means faulty framing;
+        # the message is processed, then the connection closed.
+        head.keep_alive = False
     body = block[:-2]
     if head._strip:
         body = _STRIP_REQ.sub(b"", body)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import LoopThread
-from tests.integration.test_http_review import Recorder, _read_for, _read_response, _start
+from tests.integration.harness import Backend, LoopThread
+from tests.integration.test_http_review import Recorder, _read_for, _read_response, _start, _talk
 
 
 @pytest.fixture()
@@ -84,3 +84,19 @@ def test_pipelined_good_then_bad_request_answers_in_order(rec: Recorder, tmp_pat
             assert closed
     finally:
         pyvs.stop()
+
+
+def test_http10_chunked_request_is_answered_then_closed(loop_thread: LoopThread, tmp_path: Path) -> None:
+    """RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 request means the connection
+    closes after the exchange, even when the client asked for keep-alive."""
+    be = Backend(loop_thread, "b1")
+    pyvs, port = _start(tmp_path, [be.address])
+    try:
+        head = b"POST /upload HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+        out, closed = _talk(port, head + b"5\r\nhello\r\n0\r\n\r\n", wait=5)
+        assert out.startswith(b"HTTP/1.1 200 "), out
+        assert b"\r\nConnection: close\r\n" in out and b'"length": 5' in out, out
+        assert closed
+    finally:
+        pyvs.stop()
+        be.close()

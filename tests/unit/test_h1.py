@@ -49,6 +49,9 @@ def test_keep_alive_rules_and_expect() -> None:
     assert not parse_request_head(b"GET / HTTP/1.0\r\n\r\n").keep_alive
     assert parse_request_head(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive
     assert not parse_request_head(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").keep_alive
+    # RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding closes after it, keep-alive or not.
+    h10 = parse_request_head(b"POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert h10.framing == CHUNKED and not h10.keep_alive
     h = parse_request_head(b"PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
     assert h.expect_continue
 
