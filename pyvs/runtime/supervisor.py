@@ -60,6 +60,7 @@ class Supervisor:
         self.all_ready: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.vrrp: Any = None  # pyvs.ha.runner.VrrpRunner when cfg.vrrp is set
+        self.exit_code = 0  # 1 when a part the config asks for could not start (VRRP)
         self.kernel: Any = None  # kernel data planes (pyvs.l4.kernel), set when the loop starts
         from pyvs.health.manager import HealthManager
 
@@ -121,7 +122,7 @@ class Supervisor:
         finally:
             for s in self.held:
                 s.close()
-        return 0
+        return self.exit_code
 
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
@@ -166,6 +167,7 @@ class Supervisor:
                 self.vrrp = await start_vrrp(self.cfg, self.health)
             except (HaError, OSError) as exc:
                 log.error("vrrp: %s", exc)
+                self.exit_code = 1  # a service manager must see the failure, not a clean stop
                 stop.set()
         self._banner()
         await stop.wait()
