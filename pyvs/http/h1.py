@@ -96,6 +96,15 @@ _NAMES[b"WWW-Authenticate"] = -1
 _NAMES[b"ETag"] = -1
 
 
+def _classify(name: bytes) -> int:
+    """The code of a field name not found as spelled in ``_NAMES`` (-1: not acted on)."""
+    lname = name.lower()
+    code = _FIELDS.get(lname)
+    if code is None:
+        return _F_HOP if lname.startswith(b"proxy-") else -1
+    return code
+
+
 _KEEPALIVE_TOKENS = [b"keep-alive"]
 _CLOSE_TOKENS = [b"close"]
 
@@ -169,13 +178,8 @@ class RequestHead:
         if code is None:
             if name[0] not in _FIRST:
                 return
-            lname = name.lower()
-            code = _FIELDS.get(lname)
-            if code is None:
-                if lname.startswith(b"proxy-"):
-                    self._strip = True
-                return
-        elif code < 0:
+            code = _classify(name)
+        if code < 0:
             return
         value = value.strip(b" \t")
         if code == _F_HOST:
@@ -345,13 +349,8 @@ class ResponseHead:
         if code is None:
             if name[0] not in _FIRST_RESP:
                 return
-            lname = name.lower()
-            code = _FIELDS.get(lname)
-            if code is None:
-                if lname.startswith(b"proxy-"):
-                    self._hop = True
-                return
-        elif code < 0:
+            code = _classify(name)
+        if code < 0:
             return
         if code == _F_CL:
             if self.framing != CHUNKED:

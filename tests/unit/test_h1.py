@@ -135,3 +135,15 @@ def test_switching_protocols() -> None:
 def test_malformed_responses_are_rejected(raw: bytes) -> None:
     with pytest.raises(ProtocolError):
         parse_response_head(raw, head_request=False)
+
+
+def test_unusual_spellings_and_proxy_fields_are_classified() -> None:
+    """Names not in the exact-spelling table go through lower-casing: still hop-by-hop."""
+    h = parse_request_head(
+        b"GET / HTTP/1.1\r\nHOST: h\r\nProxy-Foo: 1\r\nPROXY-BAR: 2\r\nX-Keep: 3\r\nCONTENT-LENGTH: 0\r\n\r\n"
+    )
+    assert h.host == b"h" and h.framing == LENGTH and h.length == 0
+    assert h.block == b"GET / HTTP/1.1\r\nHOST: h\r\nX-Keep: 3\r\nCONTENT-LENGTH: 0\r\n"
+    rh = parse_response_head(b"HTTP/1.1 200 OK\r\nproxy-thing: x\r\nCONTENT-LENGTH: 3\r\n\r\n", head_request=False)
+    assert not rh.raw_ok and rh.framing == LENGTH and rh.length == 3
+    assert rh.block == b"HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 3\r\n"
