@@ -192,7 +192,7 @@ class RequestHead:
         elif code == _F_CONN:
             toks = _tokens(value)
             self._conn = toks if self._conn is None else self._conn + toks
-            if toks is not _KEEPALIVE_TOKENS:
+            if toks != _KEEPALIVE_TOKENS:  # a lone keep-alive (any spelling) is forwarded as it is
                 self._strip = True
         elif code == _F_TE:
             # llhttp accepts only codings that end in chunked; pyvs supports chunked alone.
@@ -274,8 +274,6 @@ def parse_request_head(block: bytes) -> RequestHead:
         raise _rejected(exc) from None
     if not head._complete:
         raise ProtocolError("malformed head")
-    if head._bad_coding:
-        raise ProtocolError("transfer codings other than chunked are not supported", 501)
     line_end = block.find(b"\r\n")
     parts = block[:line_end].split(b" ")
     if len(parts) != 3 or not parts[1]:
@@ -288,6 +286,8 @@ def parse_request_head(block: bytes) -> RequestHead:
         if version != b"1.0":
             raise ProtocolError(f"unsupported HTTP version {version.decode(errors='replace')}", 505)
         head.version = version
+    if head._bad_coding:  # after the request line and version checks, as they are reported first
+        raise ProtocolError("transfer codings other than chunked are not supported", 501)
     if head._hosts != 1:
         if head._hosts > 1:
             raise ProtocolError("more than one Host field")
@@ -362,7 +362,8 @@ class ResponseHead:
                 return
             toks = _tokens(value.strip(b" \t"))
             self._conn = toks if self._conn is None else self._conn + toks
-            self._hop = True
+            if toks != _KEEPALIVE_TOKENS:  # "Keep-Alive", "KEEP-ALIVE ": still forwarded byte for byte
+                self._hop = True
         elif code == _F_TE:
             self._hop = True
             if value.strip(b" \t").lower().endswith(b"chunked"):

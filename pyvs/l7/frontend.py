@@ -259,6 +259,8 @@ class HttpFrontend(asyncio.Protocol):
         if data and data[0] in (13, 10):
             data = data.lstrip(b"\r\n")  # empty lines before a request line are ignored
             if not data:
+                if was_idle:  # bytes after the idle wait: the request timeout runs from now
+                    self.deadline = self.loop.time() + self.lst.request_timeout
                 return
         end = data.find(b"\r\n\r\n")
         if end < 0 or end + 4 > self.lst.max_head:

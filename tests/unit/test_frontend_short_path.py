@@ -16,7 +16,7 @@ from pyvs.runtime.worker import WorkerRuntime
 from pyvs.upstream.connection import UpstreamConn
 
 CFG = """
-listeners: [{name: web, bind: ["127.0.0.1:1"], backend: be}]
+listeners: [{name: web, bind: ["127.0.0.1:1"], backend: be, timeouts: {client: 60s, request: 5s}}]
 backends: [{name: be, servers: [{name: s1, address: "127.0.0.1:2"}]}]
 """
 REQ = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
@@ -119,3 +119,12 @@ def test_drain_after_a_batched_response_sends_it_before_closing(rig: Rig) -> Non
     rig.exchange_pending()
     rig.fe.drain()
     assert rig.client.events == [RESP, "close"]
+
+
+def test_blank_line_after_the_idle_wait_starts_the_request_timeout(rig: Rig) -> None:
+    rig.exchange_pending()
+    rig.rt.batch.flush()
+    now = rig.loop.time()
+    assert rig.fe.idle_wait and rig.fe.deadline > now + 30  # idle: the client timeout (60 s)
+    rig.fe.data_received(b"\r\n")  # RFC 9112 2.2: ignored, but the request has begun
+    assert not rig.fe.idle_wait and rig.fe.deadline <= rig.loop.time() + 5

@@ -147,3 +147,18 @@ def test_unusual_spellings_and_proxy_fields_are_classified() -> None:
     rh = parse_response_head(b"HTTP/1.1 200 OK\r\nproxy-thing: x\r\nCONTENT-LENGTH: 3\r\n\r\n", head_request=False)
     assert not rh.raw_ok and rh.framing == LENGTH and rh.length == 3
     assert rh.block == b"HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 3\r\n"
+
+
+def test_keep_alive_in_any_spelling_keeps_heads_as_they_are() -> None:
+    for value in (b"Keep-Alive", b"KEEP-ALIVE", b"keep-alive  "):
+        rh = parse_response_head(b"HTTP/1.1 200 OK\r\nConnection: " + value + b"\r\nContent-Length: 0\r\n\r\n",
+                                 head_request=False)
+        assert rh.raw_ok and rh.keep_alive, value
+        h = parse_request_head(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: " + value + b"\r\n\r\n")
+        assert b"\r\nConnection: " in h.block and h.keep_alive, value
+
+
+def test_request_line_and_version_errors_come_before_the_coding_error() -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_request_head(b"GET / HTTP/2.0\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+    assert info.value.status == 505
