@@ -506,11 +506,7 @@ class HttpFrontend(asyncio.Protocol):
         else:
             t.write(out)
         if self.req_ended:
-            backend = server.backend
-            deadline = self.loop.time() + backend.server_timeout
-            if backend.total_timeout:
-                deadline = min(deadline, self.started + backend.total_timeout)
-            conn.deadline = deadline
+            self._await_response(conn)
         else:
             conn.deadline = 0.0
             self.deadline = self.loop.time() + self.lst.client_timeout

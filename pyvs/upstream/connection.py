@@ -247,9 +247,6 @@ class UpstreamConn(asyncio.Protocol):
             self.owner.upstream_write_blocked(False)
 
     # ---- used by the owner and the pool ------------------------------------
-    def bind(self, owner: Owner) -> None:
-        self.owner = owner
-
     def release(self, now: float) -> bool:
         """Return to the server's idle pool; False (and closed) if it cannot be reused."""
         self.owner = None
