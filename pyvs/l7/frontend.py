@@ -126,10 +126,7 @@ class HttpFrontend(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         peer = transport.get_extra_info("peername")
         ip = peer[0] if peer else ""
-        self.client_ip = ip.encode()
-        self.trusted = self.lst.is_trusted(ip)
-        self.xff_line = b"X-Forwarded-For: " + self.client_ip + b"\r\n"
-        self.fw_plain = self.lst.fw_default and not self.trusted
+        self._set_client(ip)
         w = self.worker
         w.stats.client_connections += 1
         w.frontends.add(self)
@@ -139,6 +136,14 @@ class HttpFrontend(asyncio.Protocol):
             self.close_after = True
         if self.lst.accept_proxy:
             self.phase = PROXY
+
+    def _set_client(self, ip: str) -> None:
+        """The client's address (from the socket, or from a PROXY header) and what
+        follows from it once per connection: trust, the X-Forwarded-For line."""
+        self.client_ip = ip.encode()
+        self.trusted = self.lst.is_trusted(ip)
+        self.xff_line = b"X-Forwarded-For: " + self.client_ip + b"\r\n"
+        self.fw_plain = self.lst.fw_default and not self.trusted
 
     def data_received(self, data: bytes) -> None:
         phase = self.phase
@@ -222,11 +227,7 @@ class HttpFrontend(asyncio.Protocol):
             self.inbuf = buf
             return
         if hdr.src is not None:
-            ip = hdr.src[0]
-            self.client_ip = ip.encode()
-            self.trusted = self.lst.is_trusted(ip)
-            self.xff_line = b"X-Forwarded-For: " + self.client_ip + b"\r\n"
-            self.fw_plain = self.lst.fw_default and not self.trusted
+            self._set_client(hdr.src[0])
         self.inbuf = b""
         self.phase = HEAD
         rest = buf[hdr.consumed :]
@@ -428,8 +429,7 @@ class HttpFrontend(asyncio.Protocol):
         """Send the request to ``server``: on an idle pooled connection, or a new one."""
         backend = server.backend
         if server.idle:
-            safe = head.framing == NO_BODY and head.method in IDEMPOTENT  # RequestHead.replayable
-            conn = server.take_idle(self.started, 0.0 if safe else UNSAFE_REUSE_MAX_IDLE)
+            conn = server.take_idle(self.started, 0.0 if head.replayable else UNSAFE_REUSE_MAX_IDLE)
             if conn is not None:
                 server.reused += 1
                 conn.owner = self
