@@ -8,7 +8,8 @@ APT_BENCH := wrk haproxy nginx-light libnginx-mod-stream curl nftables
 
 .PHONY: run test deps venv lint bench clean
 
-$(STAMP): pyproject.toml
+# setup.py builds the optional C head scanner (pyvs/http/_scan.c) in place.
+$(STAMP): pyproject.toml setup.py pyvs/http/_scan.c
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

@@ -1,25 +1,29 @@
-"""HTTP/1.1 message heads: strict validation by llhttp, fields read from the raw bytes.
+"""HTTP/1.1 message heads: strict validation, and the few fields a proxy acts on.
 
 Theory of operation
 -------------------
 A proxy needs very little from a head: the request line, Host, the framing
 (Content-Length / Transfer-Encoding), the hop-by-hop fields it must drop, and the
-forwarding fields it rewrites. Everything else passes through untouched. So instead
-of one Python callback per header field, a head is handled as one ``bytes`` block:
+forwarding fields it rewrites. Everything else passes through untouched, so a head
+is handled as one ``bytes`` block that the caller cut at the first empty line:
 
-1. the caller finds the end of the head (``\\r\\n\\r\\n``) in its buffer;
-2. :func:`parse_request_head` / :func:`parse_response_head` feed exactly that block
-   to an llhttp parser (httptools) that has *no* per-field callbacks, so llhttp does
-   the strict checks in C -- request-line and field syntax, obs-fold, conflicting
-   Content-Length, Content-Length with Transfer-Encoding, a coding other than chunked
-   last -- without calling into Python per field;
-3. one regular expression pass (``finditer`` in C) picks out the few fields pyvs acts
-   on; a second (``sub``) removes the hop-by-hop ones only when there are any.
+1. the C scanner (:mod:`pyvs.http._scan`, optional) reads a plain head in one call:
+   HTTP/1.1, nothing to strip or rewrite, no framing beyond one Content-Length on a
+   response. It refuses everything else, including anything it does not fully
+   understand;
+2. a refused head goes to llhttp (httptools), which does the strict checks in C --
+   request-line and field syntax, obs-fold, conflicting Content-Length,
+   Content-Length with Transfer-Encoding -- and calls ``on_header`` of the head
+   object once per field; a dict lookup by exact spelling skips the fields pyvs
+   does not act on;
+3. when a head has hop-by-hop or forwarding fields, one regular expression pass
+   (``sub``) removes them.
 
 The result carries ``block``: the head re-usable as-is for forwarding (start line
 and end-to-end fields, without the final blank line), so in the common case a
 request head is forwarded as ``block + added fields + CRLF`` and a response head is
-forwarded byte for byte.
+forwarded byte for byte. Whichever way a head went, the result is the same (the
+tests compare both paths).
 
 Bodies are framed by :mod:`pyvs.http.framing`; this module only decides which framing
 applies (RFC 9112 section 6).
@@ -27,12 +31,26 @@ applies (RFC 9112 section 6).
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
 from typing import Final
 
 import httptools
 
 from pyvs.http.errors import ProtocolError
+
+# The optional C scanner (pyvs/http/_scan.c): one call for a plain head, None for
+# anything it does not fully understand, which llhttp then validates. Absent when
+# the install had no C compiler; PYVS_NO_EXTENSIONS=1 turns it off (to compare).
+_scan_request: Callable[[bytes], tuple[bytes, bytes, bytes] | None] | None = None
+_scan_response: Callable[[bytes], tuple[int, int] | None] | None = None
+if not os.environ.get("PYVS_NO_EXTENSIONS"):
+    try:
+        from pyvs.http._scan import scan_request as _scan_request
+        from pyvs.http._scan import scan_response as _scan_response
+    except ImportError:  # pragma: no cover - depends on the install
+        pass
 
 # Framing kinds (RFC 9112 6.3)
 NO_BODY: Final = 0
@@ -265,6 +283,14 @@ def parse_request_head(block: bytes) -> RequestHead:
     Raises :class:`ProtocolError` (400; 501 for an unknown transfer coding; 505 for
     an unknown version) on any violation: nothing of a bad request reaches a server.
     """
+    if _scan_request is not None:
+        plain = _scan_request(block)
+        if plain is not None:  # HTTP/1.1, bodiless, one Host, nothing to strip
+            head = RequestHead()
+            head.method, head.target, head.host = plain
+            head._hosts = 1
+            head.block = block[:-2]
+            return head
     head = RequestHead()
     try:
         httptools.HttpRequestParser(head).feed_data(block)
@@ -385,6 +411,21 @@ _FIRST_RESP = frozenset(b"cCtTuUkKpP")
 
 def parse_response_head(block: bytes, *, head_request: bool) -> ResponseHead:
     """Validate and digest a response head; ``head_request`` when it answers HEAD."""
+    if _scan_response is not None:
+        plain = _scan_response(block)
+        if plain is not None:  # HTTP/1.1, 2xx-5xx, forwarded byte for byte
+            rh = ResponseHead()
+            rh.status, length = status, length = plain
+            rh.block = block[:-2]
+            if length >= 0:
+                rh.length = length
+            if head_request or status == 204 or status == 304:
+                rh.framing = NO_BODY
+            elif length >= 0:
+                rh.framing = LENGTH
+            else:
+                rh.keep_alive = False  # delimited by the close
+            return rh
     rh = ResponseHead()
     try:
         httptools.HttpResponseParser(rh).feed_data(block)

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from pyvs.http import h1
 from pyvs.http.errors import ProtocolError
 from pyvs.http.h1 import CHUNKED, LENGTH, NO_BODY, UNTIL_CLOSE, parse_request_head, parse_response_head
+
+
+@pytest.fixture(autouse=True, params=["scanner", "llhttp"])
+def _path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every case on both paths: with the C scanner (plain heads) and llhttp alone."""
+    if request.param == "llhttp":
+        monkeypatch.setattr(h1, "_scan_request", None)
+        monkeypatch.setattr(h1, "_scan_response", None)
 
 
 def test_simple_get_keeps_its_head_bytes() -> None:
