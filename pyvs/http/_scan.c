@@ -16,13 +16,109 @@
  * scanner accepts is one llhttp accepts too, with the same meaning (the test suite
  * checks that by differential fuzzing).
  *
- * scan_request(block: bytes) -> (method, target, host) | None
- * scan_response(block: bytes) -> (status, content_length or -1) | None
+ * bind(request_template, response_template): the head classes of pyvs.http.h1, given
+ *     as instances holding their defaults; called once at import.
+ * scan_request(block: bytes) -> RequestHead | None
+ * scan_response(block: bytes, head_request: bool) -> ResponseHead | None
  *
- * ``block`` is a whole head ending with CRLF CRLF, as the caller cut it.
+ * ``block`` is a whole head ending with CRLF CRLF, as the caller cut it. The result
+ * is built here as a copy of the template with the scanned values set, the same
+ * object pyvs.http.h1 would build from llhttp's callbacks (its __init__ costs about
+ * as much as the scan).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
+
+/* Framing kinds, as in pyvs.http.h1 (RFC 9112 6.3). */
+#define NO_BODY 0
+#define LENGTH 1
+#define UNTIL_CLOSE 3
+
+/* A head class with __slots__: a template instance and the offset of every slot. */
+#define MAX_SLOTS 40
+typedef struct {
+    PyObject *tmpl;
+    Py_ssize_t offs[MAX_SLOTS];
+    int n;
+} Proto;
+
+static Proto REQ, RESP;
+static Py_ssize_t R_BLOCK, R_METHOD, R_TARGET, R_HOST, R_HOSTS;
+static Py_ssize_t S_BLOCK, S_STATUS, S_FRAMING, S_LENGTH, S_KEEP_ALIVE;
+
+static int
+proto_bind(Proto *p, PyObject *tmpl)
+{
+    PyTypeObject *t = Py_TYPE(tmpl);
+    PyMemberDef *m;
+    if (!(t->tp_flags & Py_TPFLAGS_HEAPTYPE) || t->tp_dictoffset != 0 || t->tp_members == NULL) {
+        PyErr_SetString(PyExc_TypeError, "bind() takes instances of classes with __slots__ and no __dict__");
+        return -1;
+    }
+    p->n = 0;
+    for (m = t->tp_members; m->name != NULL; m++) {
+        if (m->type != T_OBJECT_EX || p->n == MAX_SLOTS) {
+            PyErr_Format(PyExc_TypeError, "bind(): unexpected member %s", m->name);
+            return -1;
+        }
+        p->offs[p->n++] = m->offset;
+    }
+    Py_INCREF(tmpl);
+    Py_XSETREF(p->tmpl, tmpl);
+    return 0;
+}
+
+static Py_ssize_t
+slot_offset(PyObject *tmpl, const char *name)
+{
+    PyMemberDef *m;
+    for (m = Py_TYPE(tmpl)->tp_members; m->name != NULL; m++)
+        if (strcmp(m->name, name) == 0) return m->offset;
+    PyErr_Format(PyExc_TypeError, "bind(): no slot %s", name);
+    return -1;
+}
+
+/* A new instance holding the template's values. */
+static PyObject *
+proto_new(Proto *p)
+{
+    PyTypeObject *t = Py_TYPE(p->tmpl);
+    PyObject *o = t->tp_alloc(t, 0);
+    int i;
+    if (o == NULL) return NULL;
+    for (i = 0; i < p->n; i++) {
+        PyObject *v = *(PyObject **)((char *)p->tmpl + p->offs[i]);
+        Py_XINCREF(v);
+        *(PyObject **)((char *)o + p->offs[i]) = v;
+    }
+    return o;
+}
+
+/* Replace a slot's value; steals ``v``. */
+static void
+put(PyObject *o, Py_ssize_t off, PyObject *v)
+{
+    PyObject **slot = (PyObject **)((char *)o + off);
+    PyObject *old = *slot;
+    *slot = v;
+    Py_XDECREF(old);
+}
+
+static PyObject *
+bind(PyObject *module, PyObject *args)
+{
+    PyObject *req, *resp;
+    if (!PyArg_ParseTuple(args, "OO", &req, &resp)) return NULL;
+    if (proto_bind(&REQ, req) < 0 || proto_bind(&RESP, resp) < 0) return NULL;
+    if ((R_BLOCK = slot_offset(req, "block")) < 0 || (R_METHOD = slot_offset(req, "method")) < 0
+        || (R_TARGET = slot_offset(req, "target")) < 0 || (R_HOST = slot_offset(req, "host")) < 0
+        || (R_HOSTS = slot_offset(req, "_hosts")) < 0 || (S_BLOCK = slot_offset(resp, "block")) < 0
+        || (S_STATUS = slot_offset(resp, "status")) < 0 || (S_FRAMING = slot_offset(resp, "framing")) < 0
+        || (S_LENGTH = slot_offset(resp, "length")) < 0 || (S_KEEP_ALIVE = slot_offset(resp, "keep_alive")) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
 
 /* Character classes (RFC 9110 5.6.2 tchar; field values: HTAB, SP, VCHAR). */
 static unsigned char TCHAR[256];
@@ -133,7 +229,7 @@ static PyObject *
 scan_request(PyObject *module, PyObject *arg)
 {
     const unsigned char *p, *end, *m, *t, *host = NULL, *host_end = NULL, *vs, *ve;
-    PyObject *method = NULL, *target, *hostobj, *res;
+    PyObject *method = NULL, *target, *hostobj, *block, *res;
     Py_ssize_t n;
     int i, hosts = 0;
 
@@ -188,38 +284,45 @@ scan_request(PyObject *module, PyObject *arg)
     }
     if (hosts != 1) Py_RETURN_NONE;
 
-    target = PyBytes_FromStringAndSize((const char *)t, tlen);
-    if (target == NULL) return NULL;
-    hostobj = PyBytes_FromStringAndSize((const char *)host, host_end - host);
-    if (hostobj == NULL) {
-        Py_DECREF(target);
+    if (REQ.tmpl == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "bind() was not called");
         return NULL;
     }
-    res = PyTuple_New(3);
+    target = PyBytes_FromStringAndSize((const char *)t, tlen);
+    hostobj = PyBytes_FromStringAndSize((const char *)host, host_end - host);
+    block = PyBytes_FromStringAndSize((const char *)PyBytes_AS_STRING(arg), n - 2);
+    res = target && hostobj && block ? proto_new(&REQ) : NULL;
     if (res == NULL) {
-        Py_DECREF(target);
-        Py_DECREF(hostobj);
+        Py_XDECREF(target);
+        Py_XDECREF(hostobj);
+        Py_XDECREF(block);
         return NULL;
     }
     Py_INCREF(method);
-    PyTuple_SET_ITEM(res, 0, method);
-    PyTuple_SET_ITEM(res, 1, target);
-    PyTuple_SET_ITEM(res, 2, hostobj);
+    put(res, R_METHOD, method);
+    put(res, R_TARGET, target);
+    put(res, R_HOST, hostobj);
+    put(res, R_BLOCK, block);
+    put(res, R_HOSTS, PyLong_FromLong(1)); /* a cached small int: cannot fail */
     return res;
 }
 
 static PyObject *
-scan_response(PyObject *module, PyObject *arg)
+scan_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     const unsigned char *p, *end, *vs, *ve;
+    PyObject *arg, *res, *block, *statusobj, *lenobj;
     Py_ssize_t n;
     long status;
     long long length = -1;
+    int head_request, framing;
 
-    if (!PyBytes_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "scan_response() takes bytes");
+    if (nargs != 2 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "scan_response() takes bytes and a bool");
         return NULL;
     }
+    arg = args[0];
+    if ((head_request = PyObject_IsTrue(args[1])) < 0) return NULL;
     p = (const unsigned char *)PyBytes_AS_STRING(arg);
     n = PyBytes_GET_SIZE(arg);
     end = p + n;
@@ -259,12 +362,37 @@ scan_response(PyObject *module, PyObject *arg)
             Py_RETURN_NONE;
         }
     }
-    return Py_BuildValue("(lL)", status, length);
+    if (RESP.tmpl == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "bind() was not called");
+        return NULL;
+    }
+    if (head_request || status == 204 || status == 304)
+        framing = NO_BODY;
+    else
+        framing = length >= 0 ? LENGTH : UNTIL_CLOSE;
+    block = PyBytes_FromStringAndSize((const char *)PyBytes_AS_STRING(arg), n - 2);
+    statusobj = PyLong_FromLong(status);
+    lenobj = length >= 0 ? PyLong_FromLongLong(length) : NULL;
+    res = block && statusobj && (length < 0 || lenobj) ? proto_new(&RESP) : NULL;
+    if (res == NULL) {
+        Py_XDECREF(block);
+        Py_XDECREF(statusobj);
+        Py_XDECREF(lenobj);
+        return NULL;
+    }
+    put(res, S_BLOCK, block);
+    put(res, S_STATUS, statusobj);
+    put(res, S_FRAMING, PyLong_FromLong(framing));
+    if (lenobj != NULL) put(res, S_LENGTH, lenobj);
+    if (framing == UNTIL_CLOSE) put(res, S_KEEP_ALIVE, Py_NewRef(Py_False)); /* delimited by the close */
+    return res;
 }
 
 static PyMethodDef scan_methods[] = {
-    {"scan_request", scan_request, METH_O, "(method, target, host) of a plain request head, or None."},
-    {"scan_response", scan_response, METH_O, "(status, content_length or -1) of a plain response head, or None."},
+    {"bind", bind, METH_VARARGS, "Register the request and response head templates."},
+    {"scan_request", scan_request, METH_O, "The RequestHead of a plain request head, or None."},
+    {"scan_response", (PyCFunction)(void (*)(void))scan_response, METH_FASTCALL,
+     "The ResponseHead of a plain response head, or None."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from types import ModuleType
 from typing import Final
 
 import httptools
@@ -43,12 +44,11 @@ from pyvs.http.errors import ProtocolError
 # The optional C scanner (pyvs/http/_scan.c): one call for a plain head, None for
 # anything it does not fully understand, which llhttp then validates. Absent when
 # the install had no C compiler; PYVS_NO_EXTENSIONS=1 turns it off (to compare).
-_scan_request: Callable[[bytes], tuple[bytes, bytes, bytes] | None] | None = None
-_scan_response: Callable[[bytes], tuple[int, int] | None] | None = None
+# It builds the head objects itself from templates given at the end of this module.
+_scanner: ModuleType | None = None
 if not os.environ.get("PYVS_NO_EXTENSIONS"):
     try:
-        from pyvs.http._scan import scan_request as _scan_request
-        from pyvs.http._scan import scan_response as _scan_response
+        from pyvs.http import _scan as _scanner
     except ImportError:  # pragma: no cover - depends on the install
         pass
 
@@ -286,11 +286,7 @@ def parse_request_head(block: bytes) -> RequestHead:
     if _scan_request is not None:
         plain = _scan_request(block)
         if plain is not None:  # HTTP/1.1, bodiless, one Host, nothing to strip
-            head = RequestHead()
-            head.method, head.target, head.host = plain
-            head._hosts = 1
-            head.block = block[:-2]
-            return head
+            return plain
     head = RequestHead()
     try:
         httptools.HttpRequestParser(head).feed_data(block)
@@ -412,20 +408,9 @@ _FIRST_RESP = frozenset(b"cCtTuUkKpP")
 def parse_response_head(block: bytes, *, head_request: bool) -> ResponseHead:
     """Validate and digest a response head; ``head_request`` when it answers HEAD."""
     if _scan_response is not None:
-        plain = _scan_response(block)
+        plain = _scan_response(block, head_request)
         if plain is not None:  # HTTP/1.1, 2xx-5xx, forwarded byte for byte
-            rh = ResponseHead()
-            rh.status, length = status, length = plain
-            rh.block = block[:-2]
-            if length >= 0:
-                rh.length = length
-            if head_request or status == 204 or status == 304:
-                rh.framing = NO_BODY
-            elif length >= 0:
-                rh.framing = LENGTH
-            else:
-                rh.keep_alive = False  # delimited by the close
-            return rh
+            return plain
     rh = ResponseHead()
     try:
         httptools.HttpResponseParser(rh).feed_data(block)
@@ -461,3 +446,11 @@ def parse_response_head(block: bytes, *, head_request: bool) -> ResponseHead:
     else:
         rh.block = block[:-2]
     return rh
+
+
+_scan_request: Callable[[bytes], RequestHead | None] | None = None
+_scan_response: Callable[[bytes, bool], ResponseHead | None] | None = None
+if _scanner is not None:
+    _scanner.bind(RequestHead(), ResponseHead())
+    _scan_request = _scanner.scan_request
+    _scan_response = _scanner.scan_response

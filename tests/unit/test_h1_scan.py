@@ -61,7 +61,7 @@ def _same(monkeypatch: pytest.MonkeyPatch, block: bytes) -> bool:
     fast_req, fast_resp = h1._scan_request, h1._scan_response
     assert fast_req is not None and fast_resp is not None
     if block.startswith(b"HTTP/"):
-        accepted = fast_resp(block) is not None
+        accepted = fast_resp(block, False) is not None
         parses: list[Callable[[bytes], Any]] = [
             lambda b: h1.parse_response_head(b, head_request=False),
             lambda b: h1.parse_response_head(b, head_request=True),
@@ -96,6 +96,17 @@ def test_scanner_is_built_unless_turned_off() -> None:
 @pytest.mark.parametrize("block", REQUESTS + RESPONSES)
 def test_common_heads_take_the_scanner(block: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
     assert _same(monkeypatch, block)
+    head = h1.parse_response_head(block, head_request=False) if block.startswith(b"HTTP/") \
+        else h1.parse_request_head(block)
+    for name in type(head).__slots__:  # the scanner's copy of the template left no slot empty
+        getattr(head, name)
+
+
+def test_scanner_results_are_independent_objects() -> None:
+    a = h1.parse_request_head(REQUESTS[0])
+    b = h1.parse_request_head(REQUESTS[1])
+    a.block += b"X: 1\r\n"
+    assert a is not b and b.block == REQUESTS[1][:-2] and type(a) is h1.RequestHead
 
 
 @pytest.mark.usefixtures("scanner")
