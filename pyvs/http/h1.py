@@ -152,7 +152,8 @@ def _strip_named(block: bytes, names: set[bytes]) -> bytes:
 # parser calls ``on_header`` for every field, and the method returns after one dict
 # lookup unless the field is one pyvs acts on. (Slots, every attribute set in
 # __init__: reads on the hot path stay on CPython's specialised fast path, which
-# class-level defaults would defeat.)
+# class-level defaults would defeat.) Defaults set in __init__ must be immutable:
+# the C scanner builds heads as copies of one instance made at import.
 
 
 class RequestHead:

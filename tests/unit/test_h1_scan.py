@@ -212,3 +212,12 @@ def test_any_bytes_are_scanned_without_harm(raw: bytes) -> None:
         block = _cut(prefix + raw)
         with pytest.MonkeyPatch.context() as m:
             _same(m, block)
+
+
+@pytest.mark.parametrize("cls", [h1.RequestHead, h1.ResponseHead])
+def test_head_defaults_are_immutable(cls: type) -> None:
+    """The scanner copies one template instance per class: a mutable default (a list,
+    a dict) would be shared by every head it builds."""
+    template = cls()
+    for name in cls.__slots__:
+        assert isinstance(getattr(template, name), bytes | int | str | tuple | type(None)), name
