@@ -261,12 +261,9 @@ scan_request(PyObject *module, PyObject *arg)
     Py_ssize_t tlen = p - t;
     p += 11;
 
-    for (;;) {
-        if (p >= end) Py_RETURN_NONE;
-        if (*p == '\r') {
-            if (p + 2 != end || p[1] != '\n') Py_RETURN_NONE;
-            break;
-        }
+    /* Field lines up to the final CRLF (the block's last four bytes are CRLF CRLF, and
+     * a field line ends at its first CR, so the lines end exactly there). */
+    while (p < end - 2) {
         switch (field(&p, end, &vs, &ve)) {
         case F_OTHER:
             break;
@@ -336,12 +333,7 @@ scan_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (p + 1 >= end || p[0] != '\r' || p[1] != '\n') Py_RETURN_NONE;
     p += 2;
 
-    for (;;) {
-        if (p >= end) Py_RETURN_NONE;
-        if (*p == '\r') {
-            if (p + 2 != end || p[1] != '\n') Py_RETURN_NONE;
-            break;
-        }
+    while (p < end - 2) { /* field lines up to the final CRLF, as above */
         switch (field(&p, end, &vs, &ve)) {
         case F_OTHER:
         case F_HOST:
