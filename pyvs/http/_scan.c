@@ -47,8 +47,9 @@ static Proto REQ, RESP;
 static Py_ssize_t R_BLOCK, R_METHOD, R_TARGET, R_HOST, R_HOSTS;
 static Py_ssize_t S_BLOCK, S_STATUS, S_FRAMING, S_LENGTH, S_KEEP_ALIVE;
 
+/* Read a template's slot offsets into ``p`` (not yet in use: bind() commits). */
 static int
-proto_bind(Proto *p, PyObject *tmpl)
+proto_read(Proto *p, PyObject *tmpl)
 {
     PyTypeObject *t = Py_TYPE(tmpl);
     PyMemberDef *m;
@@ -64,8 +65,7 @@ proto_bind(Proto *p, PyObject *tmpl)
         }
         p->offs[p->n++] = m->offset;
     }
-    Py_INCREF(tmpl);
-    Py_XSETREF(p->tmpl, tmpl);
+    p->tmpl = tmpl;
     return 0;
 }
 
@@ -105,18 +105,29 @@ put(PyObject *o, Py_ssize_t off, PyObject *v)
     Py_XDECREF(old);
 }
 
+/* All or nothing: the scans use the new templates and offsets only if every one of
+ * them was found (a half-bound module would write at a wrong offset). */
 static PyObject *
 bind(PyObject *module, PyObject *args)
 {
-    PyObject *req, *resp;
+    PyObject *req, *resp, *old_req = REQ.tmpl, *old_resp = RESP.tmpl;
+    Proto nreq, nresp;
+    Py_ssize_t r[5], o[5];
+    static const char *const rn[5] = {"block", "method", "target", "host", "_hosts"};
+    static const char *const on[5] = {"block", "status", "framing", "length", "keep_alive"};
+    int i;
     if (!PyArg_ParseTuple(args, "OO", &req, &resp)) return NULL;
-    if (proto_bind(&REQ, req) < 0 || proto_bind(&RESP, resp) < 0) return NULL;
-    if ((R_BLOCK = slot_offset(req, "block")) < 0 || (R_METHOD = slot_offset(req, "method")) < 0
-        || (R_TARGET = slot_offset(req, "target")) < 0 || (R_HOST = slot_offset(req, "host")) < 0
-        || (R_HOSTS = slot_offset(req, "_hosts")) < 0 || (S_BLOCK = slot_offset(resp, "block")) < 0
-        || (S_STATUS = slot_offset(resp, "status")) < 0 || (S_FRAMING = slot_offset(resp, "framing")) < 0
-        || (S_LENGTH = slot_offset(resp, "length")) < 0 || (S_KEEP_ALIVE = slot_offset(resp, "keep_alive")) < 0)
-        return NULL;
+    if (proto_read(&nreq, req) < 0 || proto_read(&nresp, resp) < 0) return NULL;
+    for (i = 0; i < 5; i++)
+        if ((r[i] = slot_offset(req, rn[i])) < 0 || (o[i] = slot_offset(resp, on[i])) < 0) return NULL;
+    Py_INCREF(req);
+    Py_INCREF(resp);
+    REQ = nreq;
+    RESP = nresp;
+    R_BLOCK = r[0], R_METHOD = r[1], R_TARGET = r[2], R_HOST = r[3], R_HOSTS = r[4];
+    S_BLOCK = o[0], S_STATUS = o[1], S_FRAMING = o[2], S_LENGTH = o[3], S_KEEP_ALIVE = o[4];
+    Py_XDECREF(old_req);
+    Py_XDECREF(old_resp);
     Py_RETURN_NONE;
 }
 
@@ -286,9 +297,9 @@ scan_request(PyObject *module, PyObject *arg)
         return NULL;
     }
     target = PyBytes_FromStringAndSize((const char *)t, tlen);
-    hostobj = PyBytes_FromStringAndSize((const char *)host, host_end - host);
-    block = PyBytes_FromStringAndSize((const char *)PyBytes_AS_STRING(arg), n - 2);
-    res = target && hostobj && block ? proto_new(&REQ) : NULL;
+    hostobj = target ? PyBytes_FromStringAndSize((const char *)host, host_end - host) : NULL;
+    block = hostobj ? PyBytes_FromStringAndSize((const char *)PyBytes_AS_STRING(arg), n - 2) : NULL;
+    res = block ? proto_new(&REQ) : NULL;
     if (res == NULL) {
         Py_XDECREF(target);
         Py_XDECREF(hostobj);
@@ -362,10 +373,11 @@ scan_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         framing = NO_BODY;
     else
         framing = length >= 0 ? LENGTH : UNTIL_CLOSE;
+    lenobj = NULL;
     block = PyBytes_FromStringAndSize((const char *)PyBytes_AS_STRING(arg), n - 2);
-    statusobj = PyLong_FromLong(status);
-    lenobj = length >= 0 ? PyLong_FromLongLong(length) : NULL;
-    res = block && statusobj && (length < 0 || lenobj) ? proto_new(&RESP) : NULL;
+    statusobj = block ? PyLong_FromLong(status) : NULL;
+    if (statusobj && length >= 0) lenobj = PyLong_FromLongLong(length);
+    res = statusobj && (length < 0 || lenobj) ? proto_new(&RESP) : NULL;
     if (res == NULL) {
         Py_XDECREF(block);
         Py_XDECREF(statusobj);

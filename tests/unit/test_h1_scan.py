@@ -221,3 +221,21 @@ def test_head_defaults_are_immutable(cls: type) -> None:
     template = cls()
     for name in cls.__slots__:
         assert isinstance(getattr(template, name), bytes | int | str | tuple | type(None)), name
+
+
+@pytest.mark.usefixtures("scanner")
+def test_a_failed_bind_leaves_the_scanner_as_it_was() -> None:
+    """bind() is all or nothing: a template without a slot the scanner sets is refused,
+    and the scans go on with the templates bound before."""
+    from pyvs.http import _scan
+
+    class Partial:
+        __slots__ = ("block",)
+
+    with pytest.raises(TypeError, match="no slot status"):
+        _scan.bind(h1.RequestHead(), Partial())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="__slots__"):
+        _scan.bind(object(), h1.ResponseHead())  # type: ignore[arg-type]
+    rh = h1.parse_response_head(RESPONSES[0], head_request=False)
+    assert type(rh) is h1.ResponseHead and (rh.status, rh.length) == (200, 100)
+    assert h1.parse_request_head(REQUESTS[0]).host == b"127.0.0.1:18080"
