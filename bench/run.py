@@ -9,7 +9,8 @@ measured load, and stops it again. The figure that matters is *work per CPU-seco
 docs/benchmarks.md for why.
 
 Structure: a :class:`Scenario` is (backend setup, per-proxy config generator, load tool, probe).
-Only ``http-small`` exists today; a new scenario (e.g. TCP bulk throughput) adds a backend starter,
+``http-small`` and ``http-browser`` (the same with a browser's request head) are defined
+here, the tcp scenarios in bench/tcp_scenarios.py; a new scenario adds a backend starter,
 config generators and a load tool and registers itself in ``SCENARIOS``; the runner, CPU accounting,
 median/ratio logic, table and JSON output stay as they are.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -588,9 +590,29 @@ def parse_wrk(out: str) -> LoadResult:
     )
 
 
-def wrk_load(target: Endpoint, opts: Options, seconds: int) -> LoadResult:
+# What Chromium sends for a page (version numbers fixed): 12 fields, ~600 bytes.
+BROWSER_HEADERS = (
+    "Connection: keep-alive",
+    'sec-ch-ua: "Chromium";v="156", "Not-A.Brand";v="24"',
+    "sec-ch-ua-mobile: ?0",
+    "Upgrade-Insecure-Requests: 1",
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 "
+    "Safari/537.36",
+    "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+    "Sec-Fetch-Site: none",
+    "Sec-Fetch-Mode: navigate",
+    "Accept-Encoding: gzip, deflate, br, zstd",
+    "Accept-Language: en-US,en;q=0.9",
+    "Cookie: session=abcdef0123456789; theme=dark",
+)
+
+
+def wrk_load(target: Endpoint, opts: Options, seconds: int, headers: Sequence[str] = ()) -> LoadResult:
     argv = [WRK, f"-t{opts.threads}", f"-c{opts.connections}", f"-d{seconds}s", "--timeout", "5s",
-            "--latency", f"http://{target}/"]
+            "--latency"]
+    for h in headers:
+        argv += ["-H", h]
+    argv.append(f"http://{target}/")
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     except subprocess.TimeoutExpired:
@@ -608,6 +630,15 @@ SCENARIOS: dict[str, Scenario] = {
         proxies={"haproxy": http_haproxy, "nginx": http_nginx, "pyvs": http_pyvs},
         load=wrk_load,
         probe=http_probe,
+    ),
+    "http-browser": Scenario(
+        name="http-browser",
+        description="as http-small, with the request head a browser sends (12 fields, ~600 bytes)",
+        start_backend=http_backend,
+        proxies={"haproxy": http_haproxy, "nginx": http_nginx, "pyvs": http_pyvs},
+        load=functools.partial(wrk_load, headers=BROWSER_HEADERS),
+        probe=http_probe,
+        title="wrk (browser head) -t1 -c50",
     ),
 }
 

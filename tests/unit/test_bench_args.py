@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+
+import pytest
+
 import bench.run as bench
 
 
@@ -13,3 +17,24 @@ def test_direct_row_is_opt_in() -> None:
 
 def test_http_scenario_runs_every_proxy_by_default() -> None:
     assert bench.parse_args([]).proxies == ("haproxy", "nginx", "pyvs")
+
+
+def test_browser_scenario_sends_the_browser_head(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+
+    def fake_run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        seen.append(argv)
+        return subprocess.CompletedProcess(argv, 1, "", "stop here")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    opts = bench.parse_args(["--scenario", "http-browser"])
+    assert opts.proxies == ("haproxy", "nginx", "pyvs")
+    scn = bench.SCENARIOS["http-browser"]
+    target = bench.Endpoint("127.0.0.1", 1)
+    with pytest.raises(bench.BenchError):
+        scn.load(target, bench.Options(duration=1, connections=2, threads=1, warmup=0, repeat=1,
+                                       proxies=opts.proxies, keep=False), 1)
+    argv = seen[0]
+    assert argv[-1] == "http://127.0.0.1:1/"
+    headers = [argv[i + 1] for i, a in enumerate(argv) if a == "-H"]
+    assert headers == list(bench.BROWSER_HEADERS) and len(headers) == 11
