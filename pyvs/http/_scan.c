@@ -136,6 +136,9 @@ static unsigned char TCHAR[256];
 static unsigned char VALUE[256];
 /* Request-target characters accepted here: RFC 3986 pchar, "/", "?" and "%". */
 static unsigned char TARGET[256];
+/* reg-name characters (RFC 3986: unreserved, "%", sub-delims) and IP-literal ones. */
+static unsigned char REGNAME[256];
+static unsigned char IPLIT[256];
 
 static void
 init_tables(void)
@@ -147,6 +150,8 @@ init_tables(void)
     for (c = 'a'; c <= 'z'; c++) TCHAR[c] = TARGET[c] = 1;
     for (p = "!#$%&'*+-.^_`|~"; *p; p++) TCHAR[(unsigned char)*p] = 1;
     for (p = "-._~!$&'()*+,;=:@/?%"; *p; p++) TARGET[(unsigned char)*p] = 1;
+    for (c = 0; c < 256; c++) REGNAME[c] = TARGET[c] && !strchr(":@/?", c);
+    for (p = "0123456789ABCDEFabcdef:."; *p; p++) IPLIT[(unsigned char)*p] = 1;
     VALUE['\t'] = 1;
     for (c = 0x20; c <= 0x7e; c++) VALUE[c] = 1;
 }
@@ -233,6 +238,24 @@ is_keep_alive(const unsigned char *v, const unsigned char *e)
     return name_is(v, e - v, "keep-alive", 10);
 }
 
+/* A valid Host value (RFC 9110 7.2): uri-host [":" port], as h1._HOST. */
+static int
+valid_host(const unsigned char *p, const unsigned char *e)
+{
+    if (p < e && *p == '[') {
+        const unsigned char *lit = ++p;
+        while (p < e && IPLIT[*p]) p++;
+        if (p == lit || p >= e || *p != ']') return 0;
+        p++;
+    } else {
+        while (p < e && REGNAME[*p]) p++;
+    }
+    if (p < e && *p == ':')
+        for (p++; p < e && *p >= '0' && *p <= '9'; p++)
+            ;
+    return p == e;
+}
+
 static PyObject *METHODS[8];
 static const char *const METHOD_NAMES[8] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE"};
 
@@ -290,7 +313,7 @@ scan_request(PyObject *module, PyObject *arg)
             Py_RETURN_NONE;
         }
     }
-    if (hosts != 1) Py_RETURN_NONE;
+    if (hosts != 1 || !valid_host(host, host_end)) Py_RETURN_NONE; /* llhttp's path: 400 */
 
     if (REQ.tmpl == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "bind() was not called");

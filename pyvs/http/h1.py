@@ -68,6 +68,9 @@ _STRIP_REQ = re.compile(
     re.IGNORECASE,
 )
 _STRIP_RESP = re.compile(rb"\r\n(?:" + _HOP + rb"):[^\r\n]*(?=\r\n)", re.IGNORECASE)
+# A Host value (RFC 9110 7.2: uri-host [":" port]): an IP literal in brackets or a
+# reg-name (unreserved, pct-encoded, sub-delims), then an optional port. Empty is valid.
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+,;=-]*)(?::[0-9]*)?")
 # Connection tokens that are not field names to strip. A Connection header naming a
 # framing field or Host must not make the proxy drop it: the message would be
 # forwarded with a body the server cannot delimit (request smuggling).
@@ -316,6 +319,8 @@ def parse_request_head(block: bytes) -> RequestHead:
             raise ProtocolError("more than one Host field")
         if version == b"1.1":
             raise ProtocolError("HTTP/1.1 request without Host")
+    elif _HOST.fullmatch(head.host or b"") is None:
+        raise ProtocolError("invalid Host")  # RFC 9112 3.2; it is routed on and forwarded
     # Keep-alive: HTTP/1.1 unless "close"; HTTP/1.0 only with "keep-alive".
     conn_tokens = head._conn
     if conn_tokens is not None:

@@ -171,3 +171,21 @@ def test_request_line_and_version_errors_come_before_the_coding_error() -> None:
     with pytest.raises(ProtocolError) as info:
         parse_request_head(b"GET / HTTP/2.0\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
     assert info.value.status == 505
+
+
+@pytest.mark.parametrize(
+    "host", [b"example.com", b"example.com:8080", b"[::1]:80", b"10.0.0.1", b"a_b.local", b"%41b", b"h:", b""]
+)
+def test_valid_host_values_are_accepted(host: bytes) -> None:
+    assert parse_request_head(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n").host == host
+
+
+@pytest.mark.parametrize(
+    "host", [b"good.com, evil.com", b"a b", b"a:b:c", b"h:8x", b"[::1", b"[]", b"a/b", b"user@h", b"h?x", b"a]"]
+)
+def test_invalid_host_values_get_400(host: bytes) -> None:
+    """RFC 9112 3.2: a request whose Host is not uri-host [":" port] gets 400 (it is
+    routed on and forwarded in X-Forwarded-Host)."""
+    with pytest.raises(ProtocolError, match="invalid Host") as exc:
+        parse_request_head(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert exc.value.status == 400

@@ -138,6 +138,9 @@ def test_scanner_results_are_independent_objects() -> None:
         b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 1\r\n\r\n",
         b"HTTP/1.1 200\r\nContent-Length: 1\r\n\r\n",  # no space after the code
         b"HTTP/1.1 2000 OK\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: good.com, evil.com\r\n\r\n",  # invalid Host (400)
+        b"GET / HTTP/1.1\r\nHost: a:b:c\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
     ],
 )
 def test_heads_outside_the_subset_are_left_to_llhttp(block: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -170,7 +173,8 @@ _NAMES = [
 _VALUES = [
     b"", b"h", b"0", b"12", b"007", b"-1", b"1 2", b"99999999999999999999", b"keep-alive", b"Keep-Alive",
     b"KEEP-ALIVE ", b"close", b"keep-alive, close", b"chunked", b"gzip, chunked", b"100-continue", b"websocket",
-    b"1.2.3.4", b" a\tb ", b"\xe9", b"a\x7fb",
+    b"1.2.3.4", b" a\tb ", b"\xe9", b"a\x7fb", b"h:80", b"h:", b"h:8x", b"a:b:c", b"[::1]:8080", b"[::1",
+    b"[]", b"a]", b"[v1.x]", b"good.com, evil.com", b"a/b", b"a@b", b"%41_~.x", b"h?x",
 ]
 
 _SEPS = [b": ", b":", b":\t", b" : "]
