@@ -8,8 +8,7 @@ forwarding fields it rewrites. Everything else passes through untouched, so a he
 is handled as one ``bytes`` block that the caller cut at the first empty line:
 
 1. the C scanner (:mod:`pyvs.http._scan`, optional) reads a plain head in one call:
-   HTTP/1.1, nothing to strip or rewrite, no framing beyond one Content-Length on a
-   response. It refuses everything else, including anything it does not fully
+   HTTP/1.1, nothing to strip or rewrite, no framing beyond one Content-Length. It refuses everything else, including anything it does not fully
    understand;
 2. a refused head goes to llhttp (httptools), which does the strict checks in C --
    request-line and field syntax, obs-fold, conflicting Content-Length,
@@ -289,7 +288,7 @@ def parse_request_head(block: bytes) -> RequestHead:
     """
     if _scan_request is not None:
         plain = _scan_request(block)
-        if plain is not None:  # HTTP/1.1, bodiless, one Host, nothing to strip
+        if plain is not None:  # HTTP/1.1, one Host, no chunked body, nothing to strip
             return plain
     head = RequestHead()
     try:

@@ -28,6 +28,8 @@ REQUESTS = [
     b"Accept: text/html,application/xhtml+xml;q=0.9,*/*;q=0.8\r\nAccept-Encoding: gzip, deflate, br\r\n"
     b"Accept-Language: en-US,en;q=0.9\r\nCookie: a=1; b=2\r\n\r\n",
     b"HEAD /x HTTP/1.1\r\nhost:h\r\nX-Empty:\r\n\r\n",
+    b"POST /api/items HTTP/1.1\r\nHost: api.example.com\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 27\r\nAccept: */*\r\n\r\n",
 ]
 RESPONSES = [
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 24 Nov 2026 09:00:00 GMT\r\n"
@@ -122,7 +124,9 @@ def test_scanner_results_are_independent_objects() -> None:
         b"GET / HTTP/1.1\r\nHost: h\nX: y\r\n\r\n",  # bare LF
         b"GET / HTTP/1.1\r\nHost: h\x00\r\n\r\n",  # NUL
         b"GET / HTTP/1.1\r\nHost: h\r\nX: \xe9\r\n\r\n",  # obs-text: llhttp's call
-        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",  # framing field
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",  # chunked body
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\ncontent-length: 1\r\n\r\n",  # two (400)
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1234567890123456\r\n\r\n",  # 16 digits
         b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: h\r\nProxy-Authorization: x\r\n\r\n",
