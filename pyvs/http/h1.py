@@ -8,8 +8,8 @@ forwarding fields it rewrites. Everything else passes through untouched, so a he
 is handled as one ``bytes`` block that the caller cut at the first empty line:
 
 1. the C scanner (:mod:`pyvs.http._scan`, optional) reads a plain head in one call:
-   HTTP/1.1, nothing to strip or rewrite, no framing beyond one Content-Length. It refuses everything else, including anything it does not fully
-   understand;
+   HTTP/1.1, nothing to strip or rewrite, no framing beyond one Content-Length. It
+   refuses everything else, including anything it does not fully understand;
 2. a refused head goes to llhttp (httptools), which does the strict checks in C --
    request-line and field syntax, obs-fold, conflicting Content-Length,
    Content-Length with Transfer-Encoding -- and calls ``on_header`` of the head

@@ -248,12 +248,22 @@ class UpstreamConn(asyncio.Protocol):
 
     # ---- used by the owner and the pool ------------------------------------
     def release(self, now: float) -> bool:
-        """Return to the server's idle pool; False (and closed) if it cannot be reused."""
+        """Return to the server's idle pool; False (and closed) if it cannot be reused.
+
+        A full pool makes room by closing its least recently used connection, as
+        nginx's keepalive cache does. (Closing this one instead would leave a pool of
+        stale connections that an unsafe request may not take, because they have been
+        idle too long: every POST would then open and close a connection of its own
+        until they expire.)"""
         self.owner = None
         server = self.server
-        if not self.reusable or len(server.idle) >= server.backend.max_idle:
+        max_idle = server.backend.max_idle
+        if not self.reusable or not max_idle:
             self.close()
             return False
+        idle = server.idle
+        if len(idle) >= max_idle:
+            idle.pop(0).close()
         self.idle_since = now
         self.deadline = now + server.backend.idle_timeout
         server.idle.append(self)

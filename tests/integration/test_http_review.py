@@ -596,6 +596,21 @@ def test_unsafe_request_reuses_only_a_recently_idle_connection(rec: Recorder, tm
         pyvs.stop()
 
 
+def test_post_after_idle_time_pools_its_fresh_connection_in_a_full_pool(rec: Recorder, tmp_path: Path) -> None:
+    """A pool full of connections too old for a POST: the POST's fresh connection
+    replaces the oldest one, so the next POST reuses it instead of opening another."""
+    pyvs, port = _start(tmp_path, [rec.address], backend={"pool": {"max_idle": 1}})
+    try:
+        assert curl(f"http://127.0.0.1:{port}/1").stdout == b"ok"
+        time.sleep(2.2)
+        assert curl("-d", "x", f"http://127.0.0.1:{port}/2").stdout == b"ok"
+        assert rec.connections == 2  # idle > 2 s: a fresh connection, pooled in place of the old one
+        assert curl("-d", "x", f"http://127.0.0.1:{port}/3").stdout == b"ok"
+        assert rec.connections == 2
+    finally:
+        pyvs.stop()
+
+
 def test_http10_client_gets_chunked_response_decoded_and_closed(lt: LoopThread, tmp_path: Path) -> None:
     b = Backend(lt, "b")
     pyvs, port = _start(tmp_path, [b.address])
