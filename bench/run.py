@@ -9,10 +9,11 @@ measured load, and stops it again. The figure that matters is *work per CPU-seco
 docs/benchmarks.md for why.
 
 Structure: a :class:`Scenario` is (backend setup, per-proxy config generator, load tool, probe).
-``http-small`` and ``http-browser`` (the same with a browser's request head) are defined
-here, the tcp scenarios in bench/tcp_scenarios.py; a new scenario adds a backend starter,
-config generators and a load tool and registers itself in ``SCENARIOS``; the runner, CPU accounting,
-median/ratio logic, table and JSON output stay as they are.
+``http-small``, ``http-browser`` (the same with a browser's request head) and
+``http-post`` (small JSON POSTs) are defined here, the tcp scenarios in
+bench/tcp_scenarios.py; a new scenario adds a backend starter, config generators and a
+load tool and registers itself in ``SCENARIOS``; the runner, CPU accounting, median/ratio
+logic, table and JSON output stay as they are.
 
 Only the standard library is required; ``rich`` is used for the table when it is importable.
 All traffic goes to 127.0.0.1. Every process the script starts is stopped and every temporary
@@ -607,11 +608,14 @@ BROWSER_HEADERS = (
 )
 
 
-def wrk_load(target: Endpoint, opts: Options, seconds: int, headers: Sequence[str] = ()) -> LoadResult:
+def wrk_load(target: Endpoint, opts: Options, seconds: int, headers: Sequence[str] = (),
+             script: Path | None = None) -> LoadResult:
     argv = [WRK, f"-t{opts.threads}", f"-c{opts.connections}", f"-d{seconds}s", "--timeout", "5s",
             "--latency"]
     for h in headers:
         argv += ["-H", h]
+    if script is not None:
+        argv += ["-s", str(script)]
     argv.append(f"http://{target}/")
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
@@ -639,6 +643,15 @@ SCENARIOS: dict[str, Scenario] = {
         load=functools.partial(wrk_load, headers=BROWSER_HEADERS),
         probe=http_probe,
         title="wrk (browser head) -t1 -c50",
+    ),
+    "http-post": Scenario(
+        name="http-post",
+        description="as http-small, but each request a 26-byte JSON POST (bench/post.lua)",
+        start_backend=http_backend,
+        proxies={"haproxy": http_haproxy, "nginx": http_nginx, "pyvs": http_pyvs},
+        load=functools.partial(wrk_load, script=Path(__file__).resolve().parent / "post.lua"),
+        probe=http_probe,
+        title="wrk -s post.lua -t1 -c50",
     ),
 }
 

@@ -38,3 +38,18 @@ def test_browser_scenario_sends_the_browser_head(monkeypatch: pytest.MonkeyPatch
     assert argv[-1] == "http://127.0.0.1:1/"
     headers = [argv[i + 1] for i, a in enumerate(argv) if a == "-H"]
     assert headers == list(bench.BROWSER_HEADERS) and len(headers) == 11
+
+
+def test_post_scenario_runs_the_post_script(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+
+    def fake_run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        seen.append(argv)
+        return subprocess.CompletedProcess(argv, 1, "", "stop here")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    with pytest.raises(bench.BenchError):
+        bench.SCENARIOS["http-post"].load(bench.Endpoint("127.0.0.1", 1), bench.Options(
+            duration=1, connections=2, threads=1, warmup=0, repeat=1, proxies=("pyvs",), keep=False), 1)
+    script = seen[0][seen[0].index("-s") + 1]
+    assert script.endswith("bench/post.lua") and 'wrk.method = "POST"' in open(script).read()
