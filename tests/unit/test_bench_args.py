@@ -19,14 +19,20 @@ def test_http_scenario_runs_every_proxy_by_default() -> None:
     assert bench.parse_args([]).proxies == ("haproxy", "nginx", "pyvs")
 
 
-def test_browser_scenario_sends_the_browser_head(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[list[str]] = []
+@pytest.fixture()
+def seen(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The command lines the load tool would run (each run fails at once)."""
+    argvs: list[list[str]] = []
 
     def fake_run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
-        seen.append(argv)
+        argvs.append(argv)
         return subprocess.CompletedProcess(argv, 1, "", "stop here")
 
     monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    return argvs
+
+
+def test_browser_scenario_sends_the_browser_head(seen: list[list[str]]) -> None:
     opts = bench.parse_args(["--scenario", "http-browser"])
     assert opts.proxies == ("haproxy", "nginx", "pyvs")
     scn = bench.SCENARIOS["http-browser"]
@@ -40,14 +46,7 @@ def test_browser_scenario_sends_the_browser_head(monkeypatch: pytest.MonkeyPatch
     assert headers == list(bench.BROWSER_HEADERS) and len(headers) == 11
 
 
-def test_post_scenario_runs_the_post_script(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[list[str]] = []
-
-    def fake_run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
-        seen.append(argv)
-        return subprocess.CompletedProcess(argv, 1, "", "stop here")
-
-    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+def test_post_scenario_runs_the_post_script(seen: list[list[str]]) -> None:
     with pytest.raises(bench.BenchError):
         bench.SCENARIOS["http-post"].load(bench.Endpoint("127.0.0.1", 1), bench.Options(
             duration=1, connections=2, threads=1, warmup=0, repeat=1, proxies=("pyvs",), keep=False), 1)

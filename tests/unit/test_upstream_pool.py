@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -13,29 +12,13 @@ from pyvs.http.h1 import parse_response_head
 from pyvs.runtime.worker import WorkerRuntime
 from pyvs.upstream.connection import UpstreamConn
 from pyvs.upstream.server import ServerState
+from tests.unit.persist.rig import Rec
 
 CFG = """
 listeners: [{name: web, bind: ["127.0.0.1:1"], backend: be}]
 backends: [{name: be, pool: {max_idle: 2}, servers: [{name: s1, address: "127.0.0.1:2"}]}]
 """
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
-
-
-class Transport:
-    def __init__(self) -> None:
-        self.closed = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
 
 
 @pytest.fixture()
@@ -45,11 +28,11 @@ def rt() -> Iterator[WorkerRuntime]:
     loop.close()
 
 
-def _answered(rt: WorkerRuntime) -> tuple[UpstreamConn, Transport]:
+def _answered(rt: WorkerRuntime) -> tuple[UpstreamConn, Rec]:
     """A connection whose keep-alive response just ended."""
     server = rt.backends["be"].servers[0]
     conn = UpstreamConn(server, None, rt.sweeper)
-    t = Transport()
+    t = Rec()
     conn.connection_made(t)  # type: ignore[arg-type]
     conn.response = parse_response_head(OK, head_request=False)
     return conn, t
