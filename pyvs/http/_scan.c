@@ -10,9 +10,9 @@
  * every byte it understands (CRLF line ends, token field names followed directly by
  * a colon, visible-ASCII field values, no obs-fold, HTTP/1.1 only) and that need no
  * work beyond forwarding (no framing other than one Content-Length, no hop-by-hop
- * field except "Connection: keep-alive", no forwarding fields on a
- * request). For anything else it returns None and the caller validates the head
- * with llhttp, which stays the authority on what is malformed. So a head this
+ * field except "Connection: keep-alive", no forwarding fields on a request, a
+ * valid Host). For anything else it returns None and the caller validates the
+ * head with llhttp, which stays the authority on what is malformed. So a head this
  * scanner accepts is one llhttp accepts too, with the same meaning (the test suite
  * checks that by differential fuzzing).
  *
