@@ -1,4 +1,4 @@
-"""Command line: ``pyvs run | check | version | config schema | simulate``."""
+"""Command line: ``pyvs run | check | route | version | config schema | simulate``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import click
 from pyvs import __version__
 from pyvs.config.loader import ConfigError, load_default, load_file
 from pyvs.config.schema import Config
+from pyvs.l7.route_cli import route
 
 
 def _load(path: str | None) -> tuple[Config, str]:
@@ -109,6 +110,9 @@ def default() -> None:
     from pyvs.config.loader import default_text
 
     click.echo(default_text(), nl=False)
+
+
+main.add_command(route)
 
 
 try:

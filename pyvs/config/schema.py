@@ -17,11 +17,12 @@ from pydantic import Field, field_validator, model_validator
 from pyvs.config.health_schema import HealthCheck, PassiveHealth, SorryConfig, merge_server_health
 from pyvs.config.l4_schema import DataPlane, KernelConfig, ProxyVersion, QueueConfig, TcpConfig, UdpConfig, check_l4
 from pyvs.config.persist_schema import Persistence, StateConfig
+from pyvs.config.route_schema import Route, RouteMatch, VHost, check_vhosts, parse_cidrs
 from pyvs.config.schema_base import Model, _address, parse_address
 from pyvs.config.units import Duration, Size
 from pyvs.config.vrrp_schema import VrrpInstances
 
-__all__ = ["Model", "parse_address"]
+__all__ = ["Model", "Route", "RouteMatch", "VHost", "parse_address"]
 
 
 class GlobalConfig(Model):
@@ -101,21 +102,6 @@ class ListenerTimeouts(Model):
     )
 
 
-class RouteMatch(Model):
-    """Conditions of a route; all given conditions must hold."""
-
-    host: str | None = Field(None, description="Host header (port stripped, case-insensitive).")
-    path_prefix: str | None = Field(None, description="The request path starts with this.")
-    path: str | None = Field(None, description="The request path equals this exactly.")
-
-
-class Route(Model):
-    """Send matching requests to a backend. First match wins."""
-
-    match: RouteMatch | None = Field(None, description="Conditions; absent means match everything.")
-    backend: str = Field(description="Name of the backend to use.")
-
-
 class Listener(Model):
     """A listening address and what to do with its traffic."""
 
@@ -123,7 +109,17 @@ class Listener(Model):
     mode: Literal["http", "tcp", "udp"] = Field("http", description="Protocol handled by the listener.")
     bind: list[str] = Field(min_length=1, description="Addresses to listen on, host:port.")
     backend: str | None = Field(None, description="Default backend (same as a last route without match).")
-    routes: list[Route] = Field(default_factory=list, description="Ordered routing rules (http only).")
+    routes: list[Route] = Field(
+        default_factory=list,
+        description="Ordered routing rules (http only); with vhosts, used when no vhost takes the request.",
+    )
+    # Content routing (docs/routing.md); the models live in pyvs/config/route_schema.py.
+    vhosts: list[VHost] = Field(default_factory=list, description="Virtual hosts, chosen by Host (http only).")
+    allow: list[str] = Field(default_factory=list, description="Only clients in these CIDRs (others get 403).")
+    deny: list[str] = Field(default_factory=list, description="Refuse clients in these CIDRs (403).")
+    no_vhost_status: Literal[421, 404] = Field(
+        421, description="Status when no vhost takes the request and there is no fallback route or backend."
+    )
     forwarded: ForwardedConfig = Field(default_factory=ForwardedConfig, description="Forwarding headers.")
     timeouts: ListenerTimeouts = Field(default_factory=ListenerTimeouts, description="Client timeouts.")
     max_header_size: Size = Field(
@@ -149,11 +145,19 @@ class Listener(Model):
     def _bind(cls, v: list[str]) -> list[str]:
         return [_address(a) for a in v]
 
+    @field_validator("allow", "deny")
+    @classmethod
+    def _acl(cls, v: list[str]) -> list[str]:
+        parse_cidrs(v)
+        return v
+
     @model_validator(mode="after")
     def _needs_target(self) -> Listener:
         if self.mode != "http":
             if self.routes:
                 raise ValueError(f"routes are for http listeners; a {self.mode} listener takes one backend")
+            if self.vhosts or self.allow or self.deny:
+                raise ValueError("vhosts, allow and deny are for http listeners")
             if self.backend is None:
                 raise ValueError(f"a {self.mode} listener needs a backend")
             if self.mode == "udp" and (self.send_proxy or self.accept_proxy):
@@ -168,9 +172,29 @@ class Listener(Model):
             # A PROXY header belongs to one client connection; pooled server connections
             # are shared between clients, so this needs per-client connections first.
             raise ValueError("send_proxy is not available on http listeners yet (accept_proxy is)")
-        if self.backend is None and not any(r.match is None for r in self.routes) and not self.routes:
+        if self.backend is None and not self.routes and not self.vhosts:
             raise ValueError("needs a backend or routes")
         return self
+
+    def all_routes(self) -> list[tuple[str, Route]]:
+        """Every route of the listener with its path below the listener, vhosts first
+        (``vhosts[1].routes[0]``, then ``routes[0]``)."""
+        out = [(f"vhosts[{i}].routes[{j}]", r) for i, vh in enumerate(self.vhosts) for j, r in enumerate(vh.routes)]
+        out.extend((f"routes[{j}]", r) for j, r in enumerate(self.routes))
+        return out
+
+    def check_routing(self) -> list[str]:
+        """Rules across vhosts and routes (one default per address set, no server name
+        twice, unique names), as ``path: reason`` below the listener."""
+        errors = check_vhosts(self.vhosts)
+        seen: dict[str, str] = {}
+        for where, route in self.all_routes():
+            if route.name is not None:
+                if route.name in seen:
+                    errors.append(f"{where}.name: {route.name!r} is also the name of {seen[route.name]}")
+                else:
+                    seen[route.name] = where
+        return errors
 
 
 class Server(Model):
@@ -301,9 +325,10 @@ class Config(Model):
         for i, lst in enumerate(self.listeners):
             if lst.backend is not None and lst.backend not in known:
                 errors.append(f"listeners[{i}].backend: no backend named {lst.backend!r}")
-            for j, r in enumerate(lst.routes):
-                if r.backend not in known:
-                    errors.append(f"listeners[{i}].routes[{j}].backend: no backend named {r.backend!r}")
+            for where, r in lst.all_routes():
+                if r.backend is not None and r.backend not in known:
+                    errors.append(f"listeners[{i}].{where}.backend: no backend named {r.backend!r}")
+            errors.extend(f"listeners[{i}].{e}" for e in lst.check_routing())
             for addr in lst.bind:
                 if addr in binds:
                     errors.append(f"listeners[{i}].bind: {addr} is also bound by listener {binds[addr]!r}")

@@ -348,6 +348,44 @@ def parse_request_head(block: bytes) -> RequestHead:
     return head
 
 
+_HOST_LINE = re.compile(rb"\r\nhost[ \t]*:[^\r\n]*(?=\r\n)", re.IGNORECASE)
+
+
+def to_origin_form(head: RequestHead) -> None:
+    """An absolute-form request (``GET http://www.a.example/x HTTP/1.1``), as a client
+    sends to a proxy: the target's authority *is* the host (RFC 9112 3.2.2: a Host
+    field that says otherwise is ignored). It is routed on and forwarded as an
+    origin-form request with that Host. ``*`` (OPTIONS) is left alone; any other
+    target that does not start with "/" is malformed."""
+    target = head.target
+    if target == b"*":
+        return
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        raise ProtocolError("malformed request target")
+    end = len(rest)
+    for stop in (b"/", b"?"):
+        i = rest.find(stop)
+        if 0 <= i < end:
+            end = i
+    authority = rest[:end]
+    if not authority or b"@" in authority or _HOST.fullmatch(authority) is None:
+        raise ProtocolError("invalid authority in the request target")
+    origin = rest[end:] or b"/"
+    if origin[0] == 63:  # "?query" with an empty path
+        origin = b"/" + origin
+    block = head.block
+    line_end = block.find(b"\r\n")
+    block = head.method + b" " + origin + b" HTTP/" + head.version + block[line_end:]
+    if head.host is None:
+        block += b"Host: " + authority + b"\r\n"
+    else:
+        block = _HOST_LINE.sub(lambda m: b"\r\nHost: " + authority, block, count=1)
+    head.block = block
+    head.target = origin
+    head.host = authority
+
+
 class ResponseHead:
     """A validated response head. ``block`` as for :class:`RequestHead`."""
 

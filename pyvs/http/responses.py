@@ -1,9 +1,30 @@
-"""The small responses pyvs itself sends (400, 502, 503, 504, ...), built once."""
+"""The small responses pyvs itself sends (400, 502, 503, 504, sorry pages), built once.
+
+In http/ (not l7/) because the upstream layer builds sorry pages too and must not
+import the proxy.
+"""
 
 from __future__ import annotations
 
 REASONS = {
+    200: b"OK",
+    201: b"Created",
+    202: b"Accepted",
+    204: b"No Content",
+    301: b"Moved Permanently",
+    302: b"Found",
+    303: b"See Other",
+    304: b"Not Modified",
+    307: b"Temporary Redirect",
+    308: b"Permanent Redirect",
     400: b"Bad Request",
+    401: b"Unauthorized",
+    403: b"Forbidden",
+    404: b"Not Found",
+    410: b"Gone",
+    418: b"I'm a teapot",
+    421: b"Misdirected Request",
+    429: b"Too Many Requests",
     405: b"Method Not Allowed",
     408: b"Request Timeout",
     413: b"Content Too Large",

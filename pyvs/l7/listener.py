@@ -1,45 +1,88 @@
-"""Per-listener runtime, built once per worker: routes, forwarding headers, limits.
+"""Per-listener runtime, built once per worker: router, route chains, forwarding, limits.
 
 Everything here is computed at load time so the request path only reads attributes
-(../shared/STYLE.md rule 6: compile the config up front).
+(../shared/STYLE.md rule 6: compile the config up front). The router
+(:mod:`pyvs.l7.router`) is pure and shared with ``pyvs route``; this module pairs each
+of its routes with what only a worker has: the backend's runtime and the compiled
+filter chain (:class:`RouteRuntime`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyvs.config.schema import Listener
+from pyvs.l7.filters.base import Chain, Filter
+from pyvs.l7.filters.forwarded import ForwardedHeaders
+from pyvs.l7.request import normalise_host
+from pyvs.l7.router import Router
 
 if TYPE_CHECKING:
     from pyvs.runtime.worker import WorkerRuntime
-    from pyvs.upstream.server import BackendRuntime
+    from pyvs.upstream.server import BackendRuntime, SessionPicker
+
+__all__ = ["ListenerRuntime", "RouteRuntime", "build_chain", "normalise_host"]
 
 
-@dataclass(frozen=True, slots=True)
-class CompiledRoute:
-    host: bytes | None
-    path_prefix: bytes | None
-    path: bytes | None
-    backend: BackendRuntime
+@dataclass(slots=True)
+class RouteRuntime:
+    """One route inside one worker."""
 
-    def matches(self, host: bytes, path: bytes) -> bool:
-        if self.host is not None and host != self.host:
-            return False
-        if self.path is not None and path != self.path:
-            return False
-        return self.path_prefix is None or path.startswith(self.path_prefix)
+    name: str
+    vhost: str | None
+    backend: BackendRuntime | None  # None: the chain always answers (respond, redirect, deny)
+    chain: Chain
+    timeouts: Any  # the route's timeouts override (RouteTimeouts) or None
+    retries: int | None
+    # Decided at load: an empty chain to a backend whose scheduler reads nothing of
+    # the request (BackendRuntime.simple): the exchange's short path may take it.
+    short: bool = False
+    # No response filter: a whole response may go out byte for byte.
+    fast_response: bool = True
 
 
-def normalise_host(host: bytes | None) -> bytes:
-    """Lower-case, without port (``Example.COM:8080`` -> ``example.com``)."""
-    if not host:
-        return b""
-    host = host.lower()
-    if host.startswith(b"["):
-        return host.split(b"]", 1)[0] + b"]"
-    return host.split(b":", 1)[0]
+def build_chain(route: Any, vhost: Any, persist: SessionPicker | None = None) -> Chain:
+    """The filters of one route, in the order they run: source ACLs (vhost, route),
+    then either the answering action or the header and path rewrites; the backend's
+    persistence edits the response before the route's header edits do. (The
+    listener's own ACL runs before routing: ``ListenerRuntime.acl``.)"""
+    from pyvs.l7.filters.acl import SourceAcl
+    from pyvs.l7.filters.actions import Deny, Redirect, Respond
+    from pyvs.l7.filters.headers import RequestHeaders, ResponseHeaders
+    from pyvs.l7.filters.persist import StickyResponse
+    from pyvs.l7.filters.rewrite import PathRewrite
+
+    filters: list[Filter] = []
+    if vhost is not None and (vhost.allow or vhost.deny):
+        filters.append(SourceAcl(vhost.allow, vhost.deny))
+    if route is None:
+        return Chain(tuple(filters))
+    deny_rule = route.deny is not None and not route.deny.is_action
+    if route.allow or deny_rule:
+        filters.append(SourceAcl(route.allow, route.deny.source if deny_rule else (),
+                                 route.deny.status if deny_rule else 403))
+    if route.redirect is not None:
+        filters.append(Redirect(route.redirect.to, route.redirect.status))
+    elif route.respond is not None:
+        r = route.respond
+        filters.append(Respond(r.status, r.body, r.headers, r.content_type))
+    elif route.deny is not None and route.deny.is_action:
+        filters.append(Deny(route.deny.status, route.deny.body))
+    else:
+        rq = route.request_headers
+        if rq is not None:
+            filters.append(RequestHeaders(rq.set, rq.add, rq.remove))
+        rw = route.rewrite
+        if rw is not None:
+            filters.append(PathRewrite(rw.strip_prefix, rw.add_prefix, rw.regex, rw.replace))
+        if persist is not None:
+            filters.append(StickyResponse(persist))
+        rs = route.response_headers
+        if rs is not None:
+            filters.append(ResponseHeaders(rs.set, rs.add, rs.remove))
+    return Chain(tuple(filters))
 
 
 class ListenerRuntime:
@@ -53,41 +96,43 @@ class ListenerRuntime:
         self.accept_proxy = cfg.accept_proxy
         self.client_timeout = cfg.timeouts.client
         self.request_timeout = cfg.timeouts.request
-        routes = [
-            CompiledRoute(
-                host=r.match.host.lower().encode() if r.match and r.match.host else None,
-                path_prefix=r.match.path_prefix.encode() if r.match and r.match.path_prefix else None,
-                path=r.match.path.encode() if r.match and r.match.path else None,
-                backend=backends[r.backend],
-            )
-            for r in cfg.routes
-        ]
-        self.default_backend = backends[cfg.backend] if cfg.backend else None
-        # Routes after an unconditional one can never match: cut them off.
-        for i, r in enumerate(routes):
-            if r.host is None and r.path is None and r.path_prefix is None:
-                self.default_backend = r.backend
-                routes = routes[:i]
-                break
-        self.routes = tuple(routes)
-        self.routes_need_host = any(r.host is not None for r in self.routes)
-        # The backend of every request when nothing about a request decides where it
-        # goes (no routes, no persistence, no hashing): the frontend's short path.
-        d = self.default_backend
-        self.short_backend = d if d is not None and not self.routes and d.simple else None
-        fw = cfg.forwarded
-        self.fw_xff = fw.x_forwarded_for
-        self.fw_xfp = fw.x_forwarded_proto
-        self.fw_xfh = fw.x_forwarded_host
-        self.fw_forwarded = fw.forwarded
-        self.fw_via = fw.via
         self.scheme = b"http"
-        self.xfp_line = b"X-Forwarded-Proto: " + self.scheme + b"\r\n"
-        self.via_value = b"1.1 pyvs"
-        self.trusted = tuple(ipaddress.ip_network(c, strict=False) for c in fw.trusted_proxies)
+        self.forwarded = ForwardedHeaders(cfg.forwarded, self.scheme)
+        self.xfp_line = self.forwarded.xfp_line
+        self.trusted = tuple(ipaddress.ip_network(c, strict=False) for c in cfg.forwarded.trusted_proxies)
         # True for the default set (X-Forwarded-For/-Proto/-Host, no Forwarded, no Via):
         # the request path then builds the forwarded head with a single join.
-        self.fw_default = self.fw_xff and self.fw_xfp and self.fw_xfh and not self.fw_forwarded and not self.fw_via
+        self.fw_default = self.forwarded.default
+        # The listener's own allow/deny runs before routing: a refused client learns
+        # nothing of the vhosts (not even a 421).
+        self.acl: Filter | None = None
+        if cfg.allow or cfg.deny:
+            from pyvs.l7.filters.acl import SourceAcl
+
+            self.acl = SourceAcl(cfg.allow, cfg.deny)
+        self.router = Router.compile(cfg)
+        vhosts = {v.name or f"vhosts[{i}]": v for i, v in enumerate(cfg.vhosts)} if cfg.mode == "http" else {}
+        self.route_rt: tuple[RouteRuntime, ...] = tuple(
+            self._runtime(spec, vhosts, backends) for spec in self.router.routes
+        )
+        # A listener whose every request takes the same route skips the router.
+        self.fixed_route: RouteRuntime | None = None
+        if self.router.trivial and self.route_rt:
+            self.fixed_route = self.route_rt[0]
+
+    def _runtime(self, spec: Any, vhosts: dict[str, Any], backends: dict[str, BackendRuntime]) -> RouteRuntime:
+        route = spec.config
+        vhost = vhosts.get(spec.vhost) if spec.vhost is not None else None
+        backend = backends[spec.backend] if spec.backend else None
+        chain = build_chain(route, vhost, backend.persist if backend is not None else None)
+        rt = RouteRuntime(
+            name=spec.name, vhost=spec.vhost, backend=backend, chain=chain,
+            timeouts=getattr(route, "timeouts", None), retries=getattr(route, "retries", None),
+        )
+        rt.short = chain.empty and backend is not None and backend.simple and rt.timeouts is None \
+            and rt.retries is None
+        rt.fast_response = not chain.response
+        return rt
 
     def is_trusted(self, ip: str) -> bool:
         if not self.trusted or not ip:
@@ -97,11 +142,3 @@ class ListenerRuntime:
         except ValueError:
             return False
         return any(addr in net for net in self.trusted)
-
-    def route(self, host: bytes | None, path: bytes) -> BackendRuntime | None:
-        if self.routes:
-            h = normalise_host(host) if self.routes_need_host else b""
-            for r in self.routes:
-                if r.matches(h, path):
-                    return r.backend
-        return self.default_backend

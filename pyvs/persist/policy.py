@@ -3,14 +3,14 @@
 Theory of operation
 -------------------
 A backend with ``persistence`` gets one of these objects as ``BackendRuntime.persist``;
-the HTTP frontend calls it in two places, and only for such backends (a backend
+the exchange (pyvs/l7/exchange.py) calls it in two places, and only for such backends (a backend
 without persistence pays one ``is None`` test per hook):
 
 ``pick(fe, head, exclude, now)``
     instead of ``backend.pick``. On the first attempt of a request it extracts the
     session key (client network, header, query parameter) or the persistence cookie
     -- stripping it from the forwarded head where the mode says so -- and keeps what
-    it found in ``fe.stick`` (one :class:`Sticky` per client connection, reused), so
+    it found in ``fe.stick`` (one :class:`Sticky` per exchange, reused), so
     retries see the same key. A live entry whose server is eligible wins; an entry
     whose server is down, draining, in maintenance or already tried this request is
     *redispatched* (``on_failure: redispatch``: balance afresh, re-stick, count it)
@@ -47,7 +47,7 @@ from pyvs.persist.table import StickTable, header_pattern, header_value, query_p
 if TYPE_CHECKING:
     from pyvs.config.persist_schema import Persistence as PersistenceConfig
     from pyvs.http.h1 import RequestHead, ResponseHead
-    from pyvs.l7.frontend import HttpFrontend
+    from pyvs.l7.exchange import Exchange
     from pyvs.upstream.server import BackendRuntime, ServerState
 
 SWEEP_INTERVAL = 1.0
@@ -88,13 +88,13 @@ class Persistence:
     def on_sync(self, entries: list[Any], now: float) -> None:
         """Entries from the supervisor (table types)."""
 
-    def pick(self, fe: HttpFrontend, head: RequestHead, exclude: frozenset[int], now: float) -> ServerState | None:
+    def pick(self, fe: Exchange, head: RequestHead, exclude: frozenset[int], now: float) -> ServerState | None:
         raise NotImplementedError
 
-    def on_response(self, fe: HttpFrontend, rh: ResponseHead, server: ServerState) -> None:
+    def on_response(self, fe: Exchange, rh: ResponseHead, server: ServerState) -> None:
         """Hook on the response head (default: nothing)."""
 
-    def _stuck(self, fe: HttpFrontend, head: RequestHead, exclude: frozenset[int], now: float,
+    def _stuck(self, fe: Exchange, head: RequestHead, exclude: frozenset[int], now: float,
                sticky: ServerState | None) -> tuple[ServerState | None, bool]:
         """``(server, moved)``: the sticky server when it can take the request, else a
         fresh pick (``moved`` when that replaces a sticky server), or None (``fail``)."""
@@ -105,14 +105,14 @@ class Persistence:
             if not self.redispatch:
                 self.failures += 1
                 return None, False
-            server = self.backend.pick(exclude, fe, head, now)
+            server = self.backend.pick(fe.pick_context(exclude, now))
             if server is None or server is sticky:  # nowhere else to go (a retry on the only server)
                 return server, False
             self.redispatches += 1
             fe.worker.stats.redispatches += 1
             return server, True
         self.misses += 1
-        return self.backend.pick(exclude, fe, head, now), False
+        return self.backend.pick(fe.pick_context(exclude, now)), False
 
     def statistics(self) -> dict[str, Any]:
         return {
@@ -124,7 +124,7 @@ class Persistence:
         }
 
 
-def _sticky(fe: HttpFrontend) -> Sticky:
+def _sticky(fe: Exchange) -> Sticky:
     st = fe.stick
     if st is None:
         st = fe.stick = Sticky()
@@ -147,7 +147,7 @@ class CookiePersistence(Persistence):
         self.sid_of = {s.index: sid for sid, s in self.by_sid.items()}
         self.wall_clock: Callable[[], float] = time.time  # cookie dates are wall-clock (tests replace it)
 
-    def pick(self, fe: HttpFrontend, head: RequestHead, exclude: frozenset[int], now: float) -> ServerState | None:
+    def pick(self, fe: Exchange, head: RequestHead, exclude: frozenset[int], now: float) -> ServerState | None:
         st = _sticky(fe)
         codec = self.codec
         if not exclude:  # first attempt: read (and maybe strip) the cookie once
@@ -166,7 +166,7 @@ class CookiePersistence(Persistence):
             st.out = codec.set_cookie(v.sid, st.wall, v.first)
         return server
 
-    def on_response(self, fe: HttpFrontend, rh: ResponseHead, server: ServerState) -> None:
+    def on_response(self, fe: Exchange, rh: ResponseHead, server: ServerState) -> None:
         st = fe.stick
         if st is None or server.index < 0:
             return
@@ -202,18 +202,18 @@ class TablePersistence(Persistence):
         resp = cfg.response_header or (cfg.name if cfg.type == "header" else None)
         self.resp_pattern = header_pattern(resp) if resp else None
 
-    def key(self, fe: HttpFrontend, head: RequestHead) -> str | None:
+    def key(self, fe: Exchange, head: RequestHead) -> str | None:
         raise NotImplementedError
 
     # ---------------------------------------------------------------- request path
-    def pick(self, fe: HttpFrontend, head: RequestHead, exclude: frozenset[int], now: float) -> ServerState | None:
+    def pick(self, fe: Exchange, head: RequestHead, exclude: frozenset[int], now: float) -> ServerState | None:
         st = _sticky(fe)
         if not exclude:
             st.key = self.key(fe, head)
         key = st.key
         if key is None:
             self.nokey += 1
-            return self.backend.pick(exclude, fe, head, now)
+            return self.backend.pick(fe.pick_context(exclude, now))
         e = self.table.hit(key, now)
         sticky = self.backend.by_name.get(e.value) if e is not None else None
         server, moved = self._stuck(fe, head, exclude, now, sticky)
@@ -230,7 +230,7 @@ class TablePersistence(Persistence):
         self._queue(key, server.name, MOVE if moved else LEARN)
         return server
 
-    def on_response(self, fe: HttpFrontend, rh: ResponseHead, server: ServerState) -> None:
+    def on_response(self, fe: Exchange, rh: ResponseHead, server: ServerState) -> None:
         pattern = self.resp_pattern
         if pattern is None or server.index < 0:
             return
@@ -289,7 +289,7 @@ class SourcePersistence(TablePersistence):
         self.v6 = cfg.ipv6_prefix
         self._keys: dict[bytes, str | None] = {}
 
-    def key(self, fe: HttpFrontend, head: RequestHead) -> str | None:
+    def key(self, fe: Exchange, head: RequestHead) -> str | None:
         ip = fe.client_ip
         k = self._keys.get(ip, "")
         if k == "":
@@ -307,7 +307,7 @@ class HeaderPersistence(TablePersistence):
         assert cfg.name is not None
         self.pattern = header_pattern(cfg.name)
 
-    def key(self, fe: HttpFrontend, head: RequestHead) -> str | None:
+    def key(self, fe: Exchange, head: RequestHead) -> str | None:
         value = header_value(head.block, self.pattern)
         return value_key(value) if value else None
 
@@ -320,7 +320,7 @@ class ParamPersistence(TablePersistence):
         assert cfg.name is not None
         self.param = cfg.name.encode()
 
-    def key(self, fe: HttpFrontend, head: RequestHead) -> str | None:
+    def key(self, fe: Exchange, head: RequestHead) -> str | None:
         value = query_param(head.target, self.param)
         return value_key(value) if value else None
 

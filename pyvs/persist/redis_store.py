@@ -215,7 +215,7 @@ class RedisStore:
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
             try:
-                await asyncio.wait_for(pubsub.aclose(), self.timeout)  # type: ignore[no-untyped-call]
+                await asyncio.wait_for(pubsub.aclose(), self.timeout)  # type: ignore[no-untyped-call,unused-ignore]  # typed in some redis versions
                 await asyncio.wait_for(client.aclose(), self.timeout)
             except FAILURES:
                 pass

@@ -26,6 +26,7 @@ COUNTERS = (
     "truncated_responses",
     "upgrades",
     "redispatches",  # persistence: a sticky server could not take the request (pyvs/persist)
+    "local_replies",  # answered by a route's filter (respond, redirect, deny, ACL): no server asked
     # layer 4, user space (pyvs/l4): tcp connections and bytes, queue, PROXY headers, udp flows
     "l4_connections",
     "l4_bytes_in",
@@ -58,6 +59,7 @@ class WorkerStats:
     responses_5xx: int
     bad_requests: int
     retries: int
+    local_replies: int
     connect_timeouts: int
     server_timeouts: int
     client_timeouts: int

@@ -22,8 +22,9 @@ from typing import Any
 
 from pyvs.config.schema import Config
 from pyvs.l4.runtime import L4Runtime
-from pyvs.l7.frontend import HttpFrontend
+from pyvs.l7.h1conn import H1Connection
 from pyvs.l7.listener import ListenerRuntime
+from pyvs.persist.policy import build as build_persistence
 from pyvs.runtime.batch import WriteBatch
 from pyvs.runtime.sockets import bind_socket
 from pyvs.runtime.stats import WorkerStats
@@ -41,11 +42,16 @@ class WorkerRuntime:
         self.index = index
         self.loop = loop
         self.stats = WorkerStats()
-        self.frontends: set[HttpFrontend] = set()
+        self.frontends: set[H1Connection] = set()
         self.sweeper = Sweeper(loop)
         self.batch = WriteBatch(loop)  # the L7 short paths write through it (see pyvs/runtime/batch.py)
         self.draining = False
+        self.pid = os.getpid()
+        self.request_ids = 0  # %{request_id}: pid and this counter
         self.backends = {b.name: BackendRuntime(b, seed=index) for b in cfg.backends}
+        for b in self.backends.values():
+            if b.cfg.persistence is not None:
+                b.attach_persistence(build_persistence(b.cfg.persistence, b))
         self.listeners = [ListenerRuntime(lc, self.backends, self) for lc in cfg.listeners]
         self.servers: list[asyncio.Server] = []
         # Set by the channel code: sends one message to the supervisor.
@@ -79,7 +85,7 @@ class WorkerRuntime:
             for addr in lst.cfg.bind:
                 sock = bind_socket(addr)
                 server = await self.loop.create_server(
-                    lambda lst=lst: HttpFrontend(lst), sock=sock, backlog=lst.cfg.backlog  # type: ignore[misc]
+                    lambda lst=lst: H1Connection(lst), sock=sock, backlog=lst.cfg.backlog  # type: ignore[misc]
                 )
                 self.servers.append(server)
 
@@ -105,7 +111,7 @@ class WorkerRuntime:
             await asyncio.sleep(0.05)
         await self.l4.drain(deadline)
         for f in list(self.frontends):
-            f._abort()
+            f.abort()
         for b in self.backends.values():
             b.close_idle()
         self.sweeper.stop()

@@ -8,20 +8,28 @@ supervisor every ``stats_interval``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pyvs.balance.base import PickContext, Scheduler, Target, create
 from pyvs.balance.hashing import HashScheduler
 from pyvs.balance.slowstart import WEIGHT_SCALE
 from pyvs.config.schema import Backend, parse_address
-from pyvs.l7.errors import sorry_response
-from pyvs.persist.policy import Persistence
-from pyvs.persist.policy import build as build_persistence
+from pyvs.http.responses import sorry_response
 
 if TYPE_CHECKING:
-    from pyvs.http.h1 import RequestHead
-    from pyvs.l7.frontend import HttpFrontend
     from pyvs.upstream.connection import UpstreamConn
+
+
+class SessionPicker(Protocol):
+    """What the upstream layer knows of a backend's session persistence (built by
+    the worker from pyvs.persist; the exchange asks it instead of ``pick``)."""
+
+    def pick(self, ex: Any, head: Any, exclude: frozenset[int], now: float) -> ServerState | None: ...
+    def on_response(self, ex: Any, rh: Any, server: ServerState) -> None: ...
+    def statistics(self) -> dict[str, Any]: ...
+    def bind(self, loop: Any, send: Callable[[dict[str, Any]], None]) -> None: ...
+    def on_sync(self, entries: list[Any], now: float) -> None: ...
 
 
 class ServerState:
@@ -135,29 +143,25 @@ class BackendRuntime:
         self.needs_context = isinstance(self.scheduler, HashScheduler)
         # Latency-aware algorithms want each exchange's latency and the time at pick.
         self.observes = type(self.scheduler).observed is not Scheduler.observed
-        # Session persistence (pyvs/persist): the frontend asks it instead of pick() when set.
-        self.persist: Persistence | None = build_persistence(cfg.persistence, self) if cfg.persistence else None
+        # Session persistence (pyvs/persist), attached by the worker: the exchange
+        # asks it instead of pick() when set.
+        self.persist: SessionPicker | None = None
+        self.simple = False
+        self.attach_persistence(None)
+
+    def attach_persistence(self, persist: SessionPicker | None) -> None:
+        """Set (or clear) the backend's persistence, and what follows from it."""
+        self.persist = persist
         # Nothing about the request or the exchange feeds the choice of server: the
-        # frontend may pick with the shared empty context on its short path.
+        # exchange may pick with the shared empty context on its short path.
         # (The short path also counts outstanding requests itself, as Scheduler.taken does.)
-        self.simple = self.persist is None and not self.needs_context and not self.observes \
+        self.simple = persist is None and not self.needs_context and not self.observes \
             and type(self.scheduler).taken is Scheduler.taken
 
-    def pick(
-        self, exclude: frozenset[int] = frozenset(), client: HttpFrontend | None = None,
-        head: RequestHead | None = None, now: float | None = None,
-    ) -> ServerState | None:
-        """Choose a server. The request is only digested into a :class:`PickContext`
-        when the algorithm reads one (hashing); the others share an empty context."""
-        if self.needs_context and (client is not None or head is not None):
-            ctx = request_context(client, head, exclude)
-        elif exclude:
-            ctx = PickContext(exclude=exclude)
-        else:
-            ctx = self._empty_ctx
-        if self.observes:
-            ctx.now = now
-        target = self.scheduler.pick(ctx)
+    def pick(self, ctx: PickContext | None = None) -> ServerState | None:
+        """Choose a server. The caller digests the request into ``ctx`` only when the
+        algorithm reads one (``needs_context``: hashing); others share an empty one."""
+        target = self.scheduler.pick(ctx if ctx is not None else self._empty_ctx)
         if target is None:
             return None
         return self.by_index[target.index]
@@ -192,26 +196,3 @@ class BackendRuntime:
             out["persistence"] = self.persist.statistics()
         return out
 
-
-def request_context(client: HttpFrontend | None, head: RequestHead | None, exclude: frozenset[int]) -> PickContext:
-    """The request facts hashing schedulers read: client address, path, query, headers, cookies."""
-    ctx = PickContext(exclude=exclude)
-    if client is not None:
-        ctx.client_ip = client.client_ip.decode()
-    if head is not None:
-        path, _, query = head.target.partition(b"?")
-        ctx.path = path.decode("latin-1")
-        ctx.query = query.decode("latin-1")
-        headers = {}
-        for name, value in head.field_lines():
-            headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-        if head.host is not None:
-            headers["host"] = head.host.decode("latin-1")
-        ctx.headers = headers
-        cookie = headers.get("cookie")
-        if cookie:
-            for part in cookie.split(";"):
-                k, eq, v = part.strip().partition("=")
-                if eq:
-                    ctx.cookies.setdefault(k, v)
-    return ctx

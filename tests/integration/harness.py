@@ -101,6 +101,7 @@ class Backend:
         r.add_get("/die-chunked", self.h_die)
         r.add_get("/ws", self.h_ws)
         r.add_get("/trailers", self.h_name)
+        r.add_route("*", "/{tail:.*}", self.h_name)  # any other path: answers with the name
         self.runner = web.AppRunner(app, access_log=None, keepalive_timeout=75)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pyvs.config.loader import load_text
-from pyvs.l7.frontend import HttpFrontend
+from pyvs.l7.h1conn import H1Connection
 from pyvs.runtime.worker import WorkerRuntime
 from pyvs.upstream.connection import UpstreamConn
 
@@ -60,14 +60,28 @@ class Loop:
         self.ready.append(cb)
 
 
+ROUTED = """
+listeners:
+  - name: web
+    bind: ["127.0.0.1:1"]
+    routes:
+      - {match: {host: a.example, path_prefix: /a/}, backend: other}
+      - {match: {host: h, path: "~^/$"}, backend: be}
+      - {match: {host: h}, backend: be, response_headers: {set: {X-Route: filtered}}}
+backends:
+  - {name: be, servers: [{name: s1, address: "127.0.0.1:2"}]}
+  - {name: other, servers: [{name: o1, address: "127.0.0.1:3"}]}
+"""
+
+
 class Rig:
-    def __init__(self) -> None:
+    def __init__(self, cfg: str = CFG) -> None:
         self.loop = asyncio.new_event_loop()
-        self.rt = WorkerRuntime(load_text(CFG), 0, self.loop)
+        self.rt = WorkerRuntime(load_text(cfg), 0, self.loop)
         self.batch_loop = Loop()
         self.rt.batch.loop = self.batch_loop  # type: ignore[assignment]
         self.client = Transport(("127.0.0.1", 5555))
-        self.fe = HttpFrontend(self.rt.listeners[0])
+        self.fe = H1Connection(self.rt.listeners[0])
         self.fe.connection_made(self.client)  # type: ignore[arg-type]
         server = self.rt.backends["be"].servers[0]
         self.server_t = Transport()
@@ -128,3 +142,28 @@ def test_blank_line_after_the_idle_wait_starts_the_request_timeout(rig: Rig) -> 
     assert rig.fe.idle_wait and rig.fe.deadline > now + 30  # idle: the client timeout (60 s)
     rig.fe.data_received(b"\r\n")  # RFC 9112 2.2: ignored, but the request has begun
     assert not rig.fe.idle_wait and rig.fe.deadline <= rig.loop.time() + 5
+
+
+def test_a_routed_request_without_filters_takes_the_short_paths() -> None:
+    """Routing decides the route; an empty chain then keeps both short paths (the
+    head and the whole response go through the batch, as without routes)."""
+    rig = Rig(ROUTED)
+    try:
+        assert rig.rt.listeners[0].fixed_route is None  # the router runs
+        rig.exchange_pending()
+        for cb in rig.batch_loop.ready:
+            cb()
+        assert rig.client.events == [RESP]
+    finally:
+        rig.loop.close()
+
+
+def test_a_route_with_a_response_filter_leaves_the_short_path() -> None:
+    rig = Rig(ROUTED)
+    try:
+        rig.fe.data_received(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert rig.server_t.events and rig.rt.batch.pending == []  # written at once: the general path
+        rig.conn.data_received(RESP)
+        assert rig.client.events == [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Route: filtered\r\n\r\nok"]
+    finally:
+        rig.loop.close()

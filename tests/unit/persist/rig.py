@@ -1,4 +1,4 @@
-"""A worker's L7 path over fake transports: real HttpFrontend, real UpstreamConn, no
+"""A worker's L7 path over fake transports: real H1Connection, real UpstreamConn, no
 sockets and no running loop (the same trick as bench/micro.py), so persistence is
 tested through the exact hooks the proxy calls."""
 
@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 from pyvs.config.loader import load_text
-from pyvs.l7.frontend import HttpFrontend
+from pyvs.l7.h1conn import H1Connection
 from pyvs.persist.policy import Persistence, TablePersistence
 from pyvs.runtime.worker import WorkerRuntime
 from pyvs.upstream.connection import UpstreamConn
@@ -97,13 +97,13 @@ class Rig:
             conn.connection_made(self.upstream[name])  # type: ignore[arg-type]
             server.idle.append(conn)
 
-    def client(self, ip: str = "10.0.0.1") -> tuple[HttpFrontend, Rec]:
-        fe = HttpFrontend(self.rt.listeners[0])
+    def client(self, ip: str = "10.0.0.1") -> tuple[H1Connection, Rec]:
+        fe = H1Connection(self.rt.listeners[0])
         t = Rec((ip, 40000))
         fe.connection_made(t)  # type: ignore[arg-type]
         return fe, t
 
-    def exchange(self, fe: HttpFrontend, t: Rec, request: bytes,
+    def exchange(self, fe: H1Connection, t: Rec, request: bytes,
                  response: bytes = OK) -> tuple[str | None, bytes, bytes]:
         """(server that got the request, the head it got, what the client got back)."""
         fe.data_received(request)
@@ -113,13 +113,13 @@ class Rig:
         assert len(got) == 1, got
         name, forwarded = got[0]
         server = self.backend.by_name[name]
-        conn = fe.up
+        conn = fe.ex.up
         assert conn is not None and conn.server is server
         conn.data_received(response)
         self._pool(name)
         return name, forwarded, t.take()
 
-    def get(self, fe: HttpFrontend, t: Rec, path: str = "/", headers: str = "",
+    def get(self, fe: H1Connection, t: Rec, path: str = "/", headers: str = "",
             response: bytes = OK) -> tuple[str | None, bytes, bytes]:
         req = f"GET {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode()
         return self.exchange(fe, t, req, response)

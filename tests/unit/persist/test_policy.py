@@ -260,13 +260,13 @@ def test_retry_on_another_server_re_sticks(rig: Rig) -> None:
     fe2, t2 = rig.client("10.2.2.2")
     head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
     fe2.data_received(head)
-    up = fe2.up
+    up = fe2.ex.up
     assert up is not None and up.server.name == first
     rig.upstream[first].take()
     up.connection_lost(None)  # the pooled connection died before answering: retried elsewhere
-    assert fe2.up is not None and fe2.up.server.name != first
+    assert fe2.ex.up is not None and fe2.ex.up.server.name != first
     assert rig.persist.redispatches == 1
-    fe2.up.data_received(OK)
+    fe2.ex.up.data_received(OK)
     assert t2.take().endswith(b"ok")
 
 
@@ -275,9 +275,9 @@ def test_retry_on_the_only_server_is_not_a_redispatch(rig: Rig) -> None:
     assert rig.get(*rig.client("10.3.3.3"))[0] == "s1"
     fe, _ = rig.client("10.3.3.3")
     fe.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert fe.up is not None
+    assert fe.ex.up is not None
     rig.upstream["s1"].take()
     rig._pool("s1")  # a second pooled connection for the retry
-    fe.up.connection_lost(None)  # retried, and the pool has nobody else
-    assert fe.up is not None and fe.up.server.name == "s1"
+    fe.ex.up.connection_lost(None)  # retried, and the pool has nobody else
+    assert fe.ex.up is not None and fe.ex.up.server.name == "s1"
     assert rig.persist.redispatches == 0 and rig.table.outbox[-1][2] == LEARN

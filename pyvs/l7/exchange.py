@@ -1,0 +1,668 @@
+"""One request/response through the proxy: route, filters, server, retries, response.
+
+Theory of operation
+-------------------
+An :class:`Exchange` is the part of the proxy that knows nothing of how the client
+frames its messages. A client connection (:class:`pyvs.l7.h1conn.H1Connection`
+today; an HTTP/2 stream later) owns one exchange for its whole life and hands it
+each request head in turn (``start``); the exchange is reset per request, never
+reallocated. Its steps, in order:
+
+1. **route**: the listener's compiled router picks the vhost and route
+   (:mod:`pyvs.l7.router`); a listener with one unconditional route skips it;
+2. **request filters**: the route's chain (:mod:`pyvs.l7.filters`): ACLs, header and
+   path rewrites, and the actions that answer by themselves
+   (respond, redirect, deny: verdict ``RESPOND``);
+3. **pick**: persistence when the backend has it, else the scheduler
+   (:meth:`BackendRuntime.pick` with a :class:`PickContext` built only for
+   algorithms that read the request);
+4. **upstream**: an idle pooled connection or a new one (the only task created);
+   the head is the client's own block, the forwarding fields, the filters' fields;
+5. **retry** on another server after a failed connect, or after a reused connection
+   died before answering when the request is replayable (idempotent, no body);
+6. **response filters** on the response head (cookies, header rewrites);
+7. the response goes to the *downstream* (the client connection), which decides how
+   to frame it for its client;
+8. **end**: scheduler bookkeeping (``taken``/``released``/``observed``) and passive
+   health are done here and nowhere else; counters; the connection back to the pool.
+
+The short path: a route whose chain is empty, a backend whose scheduler reads
+nothing of the request, the default forwarding fields, an idempotent keep-alive
+HTTP/1.1 request: ``_short_start`` does steps 3-4 in one call and
+``on_whole_response`` steps 7-8 for a response read in one piece. Whether a route
+qualifies is decided once at load (``RouteRuntime.short``).
+
+The downstream interface (what an exchange calls on its connection) is
+:class:`pyvs.l7.downstream.Downstream`; the upstream interface is the ``Owner`` protocol of
+:mod:`pyvs.upstream.connection`, which this class implements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import partial
+from typing import TYPE_CHECKING
+
+from pyvs.balance.base import PickContext
+from pyvs.http.errors import ProtocolError
+from pyvs.http.h1 import CHUNKED, RequestHead, ResponseHead
+from pyvs.l7.context import VARIABLES, request_context
+from pyvs.l7.filters.base import Reply, Verdict
+from pyvs.l7.request import RequestView
+from pyvs.upstream.connection import UpstreamConn
+
+if TYPE_CHECKING:
+    from pyvs.l7.downstream import Downstream
+    from pyvs.l7.listener import ListenerRuntime, RouteRuntime
+    from pyvs.persist.policy import Sticky
+    from pyvs.upstream.server import BackendRuntime, ServerState
+
+log = logging.getLogger("pyvs.http")
+
+# A non-idempotent request only reuses a connection idle for less than this: the
+# server is very unlikely to be closing it at that very moment.
+UNSAFE_REUSE_MAX_IDLE = 2.0
+
+_NONE_TRIED: frozenset[int] = frozenset()
+
+
+class Exchange:
+    """The request/response in progress on one downstream (see the module docstring)."""
+
+    __slots__ = (
+        "add_lines",
+        "attempts",
+        "backend",
+        "batch",
+        "client_ip",
+        "connect_task",
+        "connecting",
+        "down",
+        "fast_path",
+        "flush_client",
+        "fw_plain",
+        "head",
+        "loop",
+        "lst",
+        "on_interim",
+        "on_tunnel_data",
+        "reply",
+        "req_buf",
+        "resp_started",
+        "resp_status",
+        "rid",
+        "route",
+        "server",
+        "started",
+        "stick",
+        "tried",
+        "trusted",
+        "up",
+        "upstream_eof",
+        "view",
+        "wbuf",
+        "worker",
+        "xff_line",
+    )
+
+    def __init__(self, listener: ListenerRuntime, down: Downstream) -> None:
+        self.lst = listener
+        self.worker = listener.worker
+        self.loop = listener.worker.loop
+        self.batch = listener.worker.batch
+        self.down = down
+        # The upstream connection writes response bytes straight into the
+        # downstream's list and calls its framing hooks without a hop through here.
+        self.wbuf = down.wbuf
+        self.flush_client = down.flush_client
+        self.on_interim = down.on_interim
+        self.on_tunnel_data = down.on_tunnel_data
+        self.upstream_eof = down.upstream_eof
+        # The client, set once per connection (socket peer or PROXY header).
+        self.client_ip = b""
+        self.trusted = False
+        self.xff_line = b""
+        self.fw_plain = False  # default forwarding fields, client not trusted: the short path
+        self.view = RequestView()
+        # Per request
+        self.head: RequestHead | None = None
+        self.route: RouteRuntime | None = None
+        self.add_lines: list[bytes] = []
+        self.reply: Reply | None = None
+        self.rid = b""
+        self.req_buf: list[bytes] | None = None  # body bytes read before a server was ready
+        self.backend: BackendRuntime | None = None
+        self.server: ServerState | None = None
+        self.tried: frozenset[int] = frozenset()
+        self.attempts = 0
+        self.started = 0.0
+        self.up: UpstreamConn | None = None
+        self.connecting: UpstreamConn | None = None
+        self.connect_task: asyncio.Task[object] | None = None
+        self.resp_started = False
+        self.resp_status = 0
+        # Persistence state of the current exchange (pyvs/persist), for backends that have it.
+        self.stick: Sticky | None = None
+        # The exchange under way may end in on_whole_response (see there).
+        self.fast_path = False
+
+    def set_client(self, ip: str, local_ip: str) -> None:
+        """The client's address and what follows from it once per connection."""
+        lst = self.lst
+        self.client_ip = ip.encode()
+        self.trusted = lst.is_trusted(ip)
+        self.xff_line = b"X-Forwarded-For: " + self.client_ip + b"\r\n"
+        self.fw_plain = lst.fw_default and not self.trusted
+        self.view.client_ip = self.client_ip
+        self.view.local_ip = local_ip.encode()
+        self.view.scheme = lst.scheme
+
+    # ------------------------------------------------------------ start
+    def start(self, head: RequestHead, short: bool) -> None:
+        """A new request. ``short``: the downstream found it plain enough for the
+        short path (bodiless idempotent HTTP/1.1 keep-alive with a Host)."""
+        self.head = head
+        self.resp_started = False
+        self.req_buf = None
+        down = self.down
+        if head.method == b"CONNECT":
+            down.send_error(405, close=True)
+            return
+        lst = self.lst
+        if lst.acl is not None and lst.acl.on_request(self) == Verdict.RESPOND:
+            self._reply()
+            return
+        rt = lst.fixed_route
+        if rt is None:
+            view = self.view
+            view.reset(head)
+            sel = lst.router.select(view)
+            if type(sel) is int:
+                down.send_error(sel, close=not down.req_ended)
+                return
+            rt = lst.route_rt[sel.index]  # type: ignore[union-attr]
+        self.route = rt
+        backend = rt.backend
+        if rt.short and short and self.fw_plain:
+            assert backend is not None
+            self._short_start(head, backend)
+            return
+        chain = rt.chain
+        if not chain.empty:
+            self.add_lines = []
+            self.reply = None
+            self.rid = b""
+            self.started = self.loop.time()
+            self.view.reset(head)
+            for f in chain.request:
+                if f.on_request(self) == Verdict.RESPOND:
+                    self._reply()
+                    return
+        elif self.add_lines:
+            self.add_lines = []  # left by the previous request's route
+        if backend is None:
+            down.send_error(503, close=not down.req_ended)
+            return
+        self.backend = backend
+        self.fast_path = rt.fast_response and backend.persist is None and head.keep_alive \
+            and head.version == b"1.1" and not head.upgrade
+        self.started = self.loop.time()
+        self.tried = _NONE_TRIED
+        self.attempts = 0
+        self._attempt(backend, head)
+
+    def _reply(self) -> None:
+        """A filter answered (respond, redirect, deny)."""
+        reply = self.reply
+        head = self.head
+        assert reply is not None and head is not None
+        down = self.down
+        close = not down.req_ended or not head.keep_alive or head.version != b"1.1" or down.close_after
+        data = reply.encode(close=close, head_request=head.method == b"HEAD")
+        self.worker.stats.local_replies += 1
+        down.send_error(reply.status, close=close, data=data)
+
+    def variable(self, name: str) -> bytes:
+        """``%{name}`` for header templates (pyvs.l7.filters.variables); documented
+        in docs/routing.md. Unknown names are refused when templates compile."""
+        return VARIABLES[name](self)
+
+    def request_id(self) -> bytes:
+        """A request id unique in this instance: worker pid, connection and request
+        counters (made on first use: requests that never ask pay nothing)."""
+        rid = self.rid
+        if not rid:
+            w = self.worker
+            w.request_ids += 1
+            rid = self.rid = b"%x-%x" % (w.pid, w.request_ids)
+        return rid
+
+    def _short_start(self, head: RequestHead, backend: BackendRuntime) -> None:
+        """The common request in one call: a bodiless idempotent HTTP/1.1 keep-alive
+        request with a Host, the default forwarding fields, and a route with no
+        filters to a backend whose scheduler reads nothing from the request. An idle
+        pooled connection takes the request at once; anything else (no server, no
+        idle connection) continues on the general path (_attempt, _use) with what was
+        decided so far, so nothing is decided twice. What start, _attempt and _bound
+        do in steps is done inline."""
+        self.backend = backend
+        self.fast_path = True
+        self.started = now = self.loop.time()
+        self.tried = _NONE_TRIED
+        target = backend.scheduler.pick(backend._empty_ctx)
+        if target is None:
+            self.attempts = 0
+            self._attempt(backend, head)  # no server up: sorry server, sorry page or 503
+            return
+        server = backend.by_index[target.index]
+        self.server = server
+        self.attempts = 1
+        idle = server.idle
+        conn = idle.pop() if idle else None
+        if conn is None or conn.closed:
+            self._use(server, head)
+            return
+        server.reused += 1
+        server.active += 1
+        server.requests += 1
+        target.outstanding += 1  # Scheduler.taken (not overridden: BackendRuntime.simple)
+        conn.owner = self
+        self.up = conn
+        # UpstreamConn.start_response; framer, inbuf and garbage are clear on a pooled connection.
+        conn.head_request = head.method == b"HEAD"
+        conn.response = None
+        conn.bytes_in = 0
+        t = conn.transport
+        assert t is not None
+        self.batch.write(t, b"".join((head.block, self.xff_line, self.lst.xfp_line, b"X-Forwarded-Host: ",
+                                      head.host or b"", b"\r\n\r\n")))
+        total = backend.total_timeout
+        conn.deadline = now + (backend.server_timeout if not total or total > backend.server_timeout else total)
+        down = self.down
+        if down.client_write_blocked:
+            t.pause_reading()  # the client still is not reading: hold the server too
+        if down.reading_paused:
+            down.maybe_resume()
+
+    # ------------------------------------------------------------ pick
+    def pick_context(self, exclude: frozenset[int], now: float) -> PickContext:
+        """The :class:`PickContext` for this request: the request's facts only for
+        algorithms that read them (hashing), else a shared empty one."""
+        backend = self.backend
+        assert backend is not None
+        if backend.needs_context:
+            ctx = request_context(self.client_ip, self.head, exclude)
+        elif exclude:
+            ctx = PickContext(exclude=exclude)
+        else:
+            ctx = backend._empty_ctx
+        if backend.observes:
+            ctx.now = now
+        return ctx
+
+    def _attempt(self, backend: BackendRuntime, head: RequestHead) -> None:
+        persist = backend.persist
+        if persist is None:
+            server = backend.pick(self.pick_context(self.tried, self.started))
+        else:
+            server = persist.pick(self, head, self.tried, self.started)
+        down = self.down
+        if server is None:
+            if self.tried:
+                down.send_error(502, close=not down.req_ended)
+                return
+            backend.no_server += 1
+            server = backend.sorry_server
+            if server is None:
+                sorry = backend.sorry_response
+                if sorry is None:
+                    down.send_error(503, close=not down.req_ended)
+                else:
+                    close = not down.req_ended or not head.keep_alive or down.close_after
+                    down.send_error(503, close=close, data=sorry[1] if close else sorry[0])
+                return
+        self.server = server
+        self.attempts += 1
+        self._use(server, head)
+
+    def _use(self, server: ServerState, head: RequestHead) -> None:
+        """Send the request to ``server``: on an idle pooled connection, or a new one."""
+        backend = server.backend
+        if server.idle:
+            conn = server.take_idle(self.started, 0.0 if head.replayable else UNSAFE_REUSE_MAX_IDLE)
+            if conn is not None:
+                server.reused += 1
+                conn.owner = self
+                self._bound(conn, head)
+                return
+        conn = UpstreamConn(server, self, self.worker.sweeper)
+        conn.deadline = self.loop.time() + self._timeout("connect", backend.connect_timeout)
+        self.worker.sweeper.add(conn)
+        self.connecting = conn
+        task = self.loop.create_task(self.loop.create_connection(lambda: conn, server.host, server.port))
+        self.connect_task = task
+        task.add_done_callback(partial(self._connect_done, conn))
+
+    def _timeout(self, kind: str, default: float) -> float:
+        """A per-route timeout override, else the backend's."""
+        rt = self.route
+        if rt is not None and rt.timeouts is not None:
+            value = getattr(rt.timeouts, kind)
+            if value:
+                return float(value)
+        return default
+
+    def _retries(self, backend: BackendRuntime) -> int:
+        rt = self.route
+        return rt.retries if rt is not None and rt.retries is not None else backend.retries
+
+    def _connect_done(self, conn: UpstreamConn, task: asyncio.Task[object]) -> None:
+        if task.cancelled():
+            exc: BaseException | None = TimeoutError("connect timeout")
+        else:
+            exc = task.exception()
+        if exc is None:
+            return  # upstream_ready already ran from connection_made
+        conn.closed = True
+        self.worker.sweeper.discard(conn)
+        server = conn.server
+        server.conn_failures += 1
+        self._passive_error(server, "connect")
+        if self.connecting is not conn:
+            return  # the client went away meanwhile
+        self.connecting = None
+        self.connect_task = None
+        head = self.head
+        backend = self.backend
+        assert head is not None and backend is not None
+        log.warning("connect to %s/%s (%s:%d) failed: %s", backend.name, server.name, server.host, server.port,
+                    exc or "error")
+        if self.attempts <= self._retries(backend):
+            self.worker.stats.retries += 1
+            self.tried = self.tried | server.index_set
+            self._attempt(backend, head)
+        else:
+            self.down.send_error(504 if isinstance(exc, TimeoutError) else 502, close=not self.down.req_ended)
+
+    def cancel_connect(self) -> None:
+        """The client is gone or broke the request: stop a connect under way."""
+        if self.connecting is not None:
+            self.connecting = None
+            if self.connect_task is not None:
+                self.connect_task.cancel()
+
+    # ------------------------------------------------- upstream callbacks
+    def upstream_ready(self, conn: UpstreamConn) -> None:
+        if conn is not self.connecting or self.head is None:
+            conn.close()
+            return
+        self.connecting = None
+        self.connect_task = None
+        conn.server.opened += 1
+        self._bound(conn, self.head)
+
+    def _bound(self, conn: UpstreamConn, head: RequestHead) -> None:
+        self.up = conn
+        server = conn.server
+        server.active += 1
+        server.requests += 1
+        if server.index >= 0:  # the sorry server is outside the scheduler
+            server.backend.scheduler.taken(server.target)
+        conn.start_response(head.method == b"HEAD")
+        t = conn.transport
+        assert t is not None
+        down = self.down
+        if down.client_write_blocked:
+            t.pause_reading()  # the client still is not reading: hold the server too
+        if self.fw_plain and not self.add_lines and head.framing != CHUNKED and head.host \
+                and head.version == b"1.1" and not head.upgrade:
+            # The default forwarding fields for an ordinary request: one join.
+            out = b"".join((head.block, self.xff_line, self.lst.xfp_line, b"X-Forwarded-Host: ", head.host,
+                            b"\r\n\r\n"))
+        else:
+            out = self._request_head(head, server)
+        buf = self.req_buf
+        if buf:
+            self.req_buf = None
+            t.writelines([out, *buf])
+        else:
+            t.write(out)
+        if down.req_ended:
+            self.await_response(conn)
+        else:
+            conn.deadline = 0.0
+            down.deadline = self.loop.time() + self.lst.client_timeout
+        if down.reading_paused:
+            down.maybe_resume()
+
+    def await_response(self, up: UpstreamConn) -> None:
+        """The request is fully written: the server timeout (and the total) run."""
+        backend = up.server.backend
+        up.deadline = self.loop.time() + self._timeout("server", backend.server_timeout)
+        total = self._timeout("total", backend.total_timeout)
+        if total:
+            up.deadline = min(up.deadline, self.started + total)
+
+    def _request_head(self, head: RequestHead, server: ServerState) -> bytes:
+        """The forwarded head on the general path: the client's block, the forwarding
+        fields (pyvs.l7.filters.forwarded), the filters' fields, framing."""
+        block = head.block
+        if head.version == b"1.0":
+            block = block.replace(b" HTTP/1.0\r\n", b" HTTP/1.1\r\n", 1)
+            if head.host is None:
+                block += b"Host: " + server.host_header + b"\r\n"
+        parts = [block]
+        self.lst.forwarded.add(parts, head, self.client_ip, self.trusted)
+        if self.add_lines:
+            parts += self.add_lines
+        if head.framing == CHUNKED:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        if head.upgrade:
+            parts += (b"Connection: upgrade\r\nUpgrade: ", head.upgrade, b"\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def request_body(self, chunk: bytes) -> None:
+        """Body bytes from the client: to the server, or kept until one is ready."""
+        up = self.up
+        if up is not None and up.transport is not None:
+            up.transport.write(chunk)  # written past the high-water mark too: reading pauses
+        else:
+            if self.req_buf is None:
+                self.req_buf = []
+            self.req_buf.append(chunk)
+            self.down.pause_reading()
+
+    def request_ended(self) -> None:
+        up = self.up
+        if up is not None:
+            self.await_response(up)
+
+    def upstream_write_blocked(self, blocked: bool) -> None:
+        down = self.down
+        up = self.up
+        if blocked:
+            down.up_write_blocked = True
+            down.pause_reading()
+            if up is not None and not down.req_ended and not down.in_tunnel():
+                # A server that stops reading the upload is bounded by the server timeout.
+                up.deadline = self.loop.time() + up.server.backend.server_timeout
+        else:
+            down.up_write_blocked = False
+            if up is not None and not down.req_ended and not down.in_tunnel():
+                up.deadline = 0.0
+            down.maybe_resume()
+
+    def upstream_timeout(self, conn: UpstreamConn) -> None:
+        if conn is self.connecting:
+            self.worker.stats.connect_timeouts += 1
+            if self.connect_task is not None:
+                self.connect_task.cancel()  # -> _connect_done: retry elsewhere or 504
+            return
+        if conn is not self.up:
+            conn.close()
+            return
+        self.worker.stats.server_timeouts += 1
+        self._passive_error(conn.server, "timeout")
+        log.warning("server %s/%s timed out", conn.server.backend.name, conn.server.name)
+        self.up = None
+        self.server_done()
+        conn.abort()
+        down = self.down
+        if self.resp_started or down.in_tunnel():
+            down.abort()
+        else:
+            down.send_error(504, close=not down.req_ended)
+
+    def upstream_lost(self, conn: UpstreamConn, exc: Exception | None) -> None:
+        if conn is self.connecting or conn is not self.up:
+            return  # a failed connect is handled by _connect_done
+        self.up = None
+        self.server_done()
+        down = self.down
+        if down.in_tunnel():
+            down.tunnel_ended()
+            return
+        if self.resp_started:
+            if down.response_until_close() and exc is None:
+                self._response_complete(None)
+            else:
+                self.worker.stats.truncated_responses += 1
+                log.warning("server %s/%s closed mid-response", conn.server.backend.name, conn.server.name)
+                down.abort()
+            return
+        head = self.head
+        backend = self.backend
+        assert head is not None and backend is not None
+        if (
+            conn.bytes_in == 0
+            and head.replayable
+            and self.attempts <= self._retries(backend)
+            and not isinstance(exc, ProtocolError)
+        ):
+            # Typically a pooled connection the server closed as we reused it.
+            self.worker.stats.retries += 1
+            self.tried = self.tried | conn.server.index_set
+            self._attempt(backend, head)
+            return
+        conn.server.responses_5xx += 1
+        self._passive_error(conn.server, "5xx")
+        if exc is not None:
+            log.warning("server %s/%s failed: %s", conn.server.backend.name, conn.server.name, exc)
+        down.send_error(502, close=True)
+
+    def server_done(self, ok: bool | None = None) -> None:
+        """The exchange with ``self.server`` is over; ``ok`` (answered without a 5xx)
+        is passed to latency-aware schedulers when the exchange completed. The one
+        place where scheduler bookkeeping ends."""
+        self.down.up_write_blocked = False  # that connection's backpressure is gone
+        server = self.server
+        if server is not None:
+            self.server = None
+            server.active -= 1
+            if server.index >= 0:
+                backend = server.backend
+                backend.scheduler.released(server.target)
+                if ok is not None and backend.observes:  # latency-aware algorithms only
+                    now = self.loop.time()
+                    backend.scheduler.observed(server.target, now - self.started, ok, now)
+
+    def drop_upstream(self) -> None:
+        """Abort the server connection of this exchange (the client broke off)."""
+        up = self.up
+        if up is not None:
+            self.up = None
+            self.server_done()
+            up.abort()
+
+    def _passive_error(self, server: ServerState, kind: str) -> None:
+        """Count a failure on live traffic; report the server after too many in a row."""
+        backend = server.backend
+        if kind in backend.passive_kinds and server.index >= 0:
+            server.consecutive_errors += 1
+            if server.consecutive_errors >= backend.passive_threshold:
+                server.consecutive_errors = 0
+                self.worker.report_outlier(server, kind)
+
+    # ----------------------------------------------------------- responses
+    def on_response_head(self, rh: ResponseHead) -> int:
+        status = rh.status
+        self.resp_started = True
+        self.resp_status = status
+        server = self.server
+        if server is not None:
+            if status >= 500:
+                server.responses_5xx += 1
+                self._passive_error(server, "5xx")
+            else:
+                server.consecutive_errors = 0
+        rt = self.route
+        if rt is not None and rt.chain.response:
+            for f in rt.chain.response:
+                f.on_response(self, rh)
+        return self.down.present(self, rh)
+
+    def on_response_end(self, conn: UpstreamConn) -> None:
+        if self.up is conn:
+            self.up = None
+            self.server_done(self.resp_status < 500)
+        self._response_complete(conn)
+
+    def on_whole_response(self, conn: UpstreamConn, rh: ResponseHead, data: bytes) -> bool:
+        """The common exchange's end in one call, for an exchange marked ``fast_path``
+        (an HTTP/1.1 keep-alive client, no persistence, no response filters): a
+        response read whole in one piece, that needs no rewriting and is not an
+        error, goes to the client byte for byte and the connection back to the pool.
+        False: take the general path, which does the same in steps
+        (on_response_head, framing, on_response_end)."""
+        status = rh.status
+        down = self.down
+        t = down.transport
+        if not 200 <= status < 300 or not rh.raw_ok or down.close_after or not down.req_ended \
+                or self.up is not conn or self.wbuf or t is None or down.inbuf or down.reading_paused:
+            return False
+        self.batch.write(t, data)
+        self.resp_status = status
+        now = self.loop.time()
+        # server_done(True)
+        self.up = None
+        down.up_write_blocked = False
+        server = conn.server
+        server.consecutive_errors = 0
+        backend = server.backend
+        if server is self.server:
+            self.server = None
+            server.active -= 1
+            if server.index >= 0:
+                backend.scheduler.released(server.target)
+                if backend.observes:
+                    backend.scheduler.observed(server.target, now - self.started, True, now)
+        if rh.keep_alive and len(server.idle) < backend.max_idle:
+            # UpstreamConn.release of a connection whose response ended exactly with this read
+            conn.owner = None
+            conn.idle_since = now
+            conn.deadline = now + backend.idle_timeout
+            server.idle.append(conn)
+        else:
+            conn.release(now)
+        self.head = None
+        self.resp_started = False
+        down.whole_response_done(now)
+        return True
+
+    def _response_complete(self, conn: UpstreamConn | None) -> None:
+        down = self.down
+        down.response_ended()
+        now = self.loop.time()
+        if conn is not None:
+            if down.req_ended:
+                conn.release(now)
+            else:
+                conn.close()
+        down.exchange_done(self.resp_status, now)
+
+    def finished(self) -> None:
+        """The downstream is done with this exchange (answered, errored, closed)."""
+        self.head = None
+        self.resp_started = False

@@ -1,0 +1,502 @@
+"""The HTTP/1 client connection: one asyncio protocol object per accepted socket.
+
+Theory of operation
+-------------------
+The client byte stream alternates between two phases: a request *head*, found by its
+terminating empty line and digested by :func:`pyvs.http.h1.parse_request_head`, and
+a request *body*, delimited by a framer (:mod:`pyvs.http.framing`) and handed to the
+exchange as raw byte ranges. Once a request has been read completely the connection
+waits (``WAIT``) for its response; bytes arriving meanwhile are pipelined requests,
+kept in ``inbuf`` with reading paused, and parsed when the response is done.
+
+This class knows HTTP/1 and nothing else: phases, pipelining, the PROXY header,
+deadlines, backpressure, drain, and how a response is framed for *this* client
+(:meth:`present`: byte for byte for an HTTP/1.1 keep-alive client, a rebuilt head
+with ``Connection: close`` or chunked framing otherwise). What happens to a request
+-- route, filters, server, retries -- is the :class:`pyvs.l7.exchange.Exchange`'s
+business; the connection owns one exchange and reuses it for every request.
+
+Backpressure both ways: a full server socket pauses reading from the client; a full
+client socket pauses reading from the server. A response that cannot be completed
+(the server died mid-body, a timeout after the head was sent) ends with the client
+connection closed before the message is complete, so the client can never take a
+truncated body for a whole one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from pyvs.http.errors import ProtocolError
+from pyvs.http.framing import ChunkedBody, LengthBody
+from pyvs.http.h1 import (
+    CHUNKED,
+    IDEMPOTENT,
+    NO_BODY,
+    UNTIL_CLOSE,
+    ResponseHead,
+    parse_request_head,
+    strip_hop_fields,
+    to_origin_form,
+)
+from pyvs.http.responses import error_response
+from pyvs.l7.exchange import Exchange
+from pyvs.upstream.connection import DECODE, ENCODE, RAW, REBUILT, UpstreamConn
+
+if TYPE_CHECKING:
+    from pyvs.l7.listener import ListenerRuntime
+
+# Client connection phases
+HEAD = 0  # waiting for (the rest of) a request head
+BODY = 1  # reading a request body
+WAIT = 2  # request complete, response under way
+TUNNEL = 3  # after 101: raw bytes both ways
+PROXY = 4  # accept_proxy: waiting for the PROXY protocol header
+
+
+class H1Connection(asyncio.Protocol):
+    """Server side of one HTTP/1 client connection (the exchange's downstream)."""
+
+    def __init__(self, listener: ListenerRuntime) -> None:
+        self.lst = listener
+        self.worker = listener.worker
+        self.loop = listener.worker.loop
+        # The short paths write through the worker's batch; every other write or close
+        # on a connection of this exchange calls batch.flush() first (ordering).
+        self.batch = listener.worker.batch
+        self.transport: asyncio.Transport | None = None
+        self.deadline = 0.0
+        self.idle_wait = False
+        self.phase = HEAD
+        self.inbuf = b""
+        self.req_framer: LengthBody | ChunkedBody | None = None
+        self.req_ended = False
+        self.reading_paused = False
+        self.up_write_blocked = False
+        self.client_write_blocked = False
+        self.resp_until_close = False
+        self.resp_encoded = False
+        self.close_after = False
+        self.tunnel_eofs = 0
+        self.closed = False
+        # Response bytes gathered while one read from the server is handled, written
+        # with one writelines(): head, body and terminator usually cost one syscall.
+        self.wbuf: list[bytes] = []
+        self.ex = Exchange(listener, self)
+
+    # ------------------------------------------------------------------ asyncio
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        self.ex.set_client(peer[0] if peer else "", local[0] if local else "")
+        w = self.worker
+        w.stats.client_connections += 1
+        w.frontends.add(self)
+        w.sweeper.add(self)
+        self.deadline = self.loop.time() + self.lst.request_timeout
+        if w.draining:
+            self.close_after = True
+        if self.lst.accept_proxy:
+            self.phase = PROXY
+
+    def data_received(self, data: bytes) -> None:
+        phase = self.phase
+        if phase == HEAD:
+            self._heads(data)
+        elif phase == BODY:
+            self._request_body(data, 0)
+        elif phase == TUNNEL:
+            up = self.ex.up
+            if up is not None and up.transport is not None:
+                up.transport.write(data)
+        elif phase == PROXY:
+            self._proxy_header(data)
+        else:  # WAIT: a pipelined request (or tunnel bytes before the 101)
+            self.inbuf += data
+            self.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        self.batch.flush()  # a response still in the batch must leave before a close
+        up = self.ex.up
+        if self.phase == TUNNEL and up is not None and up.transport is not None:
+            self.tunnel_eofs += 1
+            if self.tunnel_eofs >= 2 or not up.transport.can_write_eof():
+                self._close()
+                return None
+            up.transport.write_eof()
+            return True
+        if self.phase == WAIT:
+            # A client that half-closes after its request still gets the response.
+            self.close_after = True
+            return True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        w = self.worker
+        w.frontends.discard(self)
+        w.sweeper.discard(self)
+        ex = self.ex
+        ex.cancel_connect()
+        ex.drop_upstream()
+        ex.finished()
+
+    def pause_writing(self) -> None:
+        self.client_write_blocked = True
+        up = self.ex.up
+        if up is not None and up.transport is not None:
+            up.transport.pause_reading()
+            up.deadline = 0.0
+        self.deadline = self.loop.time() + self.lst.client_timeout
+        self.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.client_write_blocked = False
+        up = self.ex.up
+        if up is not None and up.transport is not None:
+            up.transport.resume_reading()
+            if self.phase != TUNNEL:  # a tunnel has no server timeout
+                up.deadline = self.loop.time() + up.server.backend.server_timeout
+            self.deadline = 0.0
+        self.maybe_resume()
+
+    def _proxy_header(self, data: bytes) -> None:
+        """accept_proxy: the connection starts with a PROXY v1/v2 header naming the client."""
+        from pyvs.l4.proxyproto import ProxyProtocolError, parse
+
+        buf = self.inbuf + data
+        try:
+            hdr = parse(buf)
+        except ProxyProtocolError:
+            self.worker.stats.bad_requests += 1
+            self.abort()  # not a PROXY header: nothing on this connection can be trusted
+            return
+        if hdr is None:
+            self.inbuf = buf
+            return
+        if hdr.src is not None:
+            local = hdr.dst[0] if hdr.dst is not None else self.ex.view.local_ip.decode()
+            self.ex.set_client(hdr.src[0], local)
+        self.inbuf = b""
+        self.phase = HEAD
+        rest = buf[hdr.consumed :]
+        if rest:
+            self._heads(rest)
+
+    # ------------------------------------------------------------ timeouts
+    def on_deadline(self, now: float) -> None:
+        if self.ex.head is None:
+            if self.idle_wait:
+                self._close()  # keep-alive idle time is over: nothing to say
+            else:
+                self.send_error(408, close=True)  # the request head did not arrive in time
+            return
+        # The client stopped sending its body or stopped reading our response.
+        self.worker.stats.client_timeouts += 1
+        if not self.ex.resp_started and not self.req_ended:
+            self.send_error(408, close=True)
+        else:
+            self.abort()
+
+    # ------------------------------------------------------------ requests
+    def _heads(self, data: bytes) -> None:
+        if self.inbuf:
+            data = self.inbuf + data
+            self.inbuf = b""
+        was_idle = self.idle_wait
+        if was_idle:
+            self.idle_wait = False
+        if data and data[0] in (13, 10):
+            data = data.lstrip(b"\r\n")  # empty lines before a request line are ignored
+            if not data:
+                if was_idle:  # bytes after the idle wait: the request timeout runs from now
+                    self.deadline = self.loop.time() + self.lst.request_timeout
+                return
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or end + 4 > self.lst.max_head:
+            if len(data) > self.lst.max_head or end >= 0:
+                self._protocol_error(ProtocolError("request head too large", 431))
+                return
+            self.inbuf = data
+            if was_idle or not self.deadline:  # a partial head is bounded by the request timeout
+                self.deadline = self.loop.time() + self.lst.request_timeout
+            return
+        end += 4
+        try:
+            head = parse_request_head(data if end == len(data) else data[:end])
+            if head.target[0] != 47 and head.method != b"CONNECT":  # absolute-form (or "*")
+                to_origin_form(head)  # CONNECT's authority-form gets its 405 from the exchange
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        self.deadline = 0.0
+        if head.framing == NO_BODY:
+            self.phase = WAIT
+            self.req_ended = True
+            if end < len(data):
+                self.inbuf = data[end:]
+                self.pause_reading()
+            self.ex.start(head, head.keep_alive and head.host is not None and head.version == b"1.1"
+                          and not head.upgrade and head.method in IDEMPOTENT)
+            return
+        self.phase = BODY
+        self.req_ended = False
+        self.req_framer = LengthBody(head.length) if head.framing != CHUNKED else ChunkedBody()
+        self.ex.start(head, False)
+        if self.phase == BODY and not self.closed:
+            self._request_body(data, end)
+
+    def _request_body(self, data: bytes, pos: int) -> None:
+        framer = self.req_framer
+        assert framer is not None
+        try:
+            end, done = framer.feed(data, pos)
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        if end > pos:
+            self.ex.request_body(data if pos == 0 and end == len(data) else data[pos:end])
+        if done:
+            self.phase = WAIT
+            self.req_framer = None
+            self.req_ended = True
+            self.deadline = 0.0
+            if end < len(data):
+                self.inbuf = data[end:]
+                self.pause_reading()
+            self.ex.request_ended()
+        else:
+            self.deadline = self.loop.time() + self.lst.client_timeout
+
+    # ----------------------------------------------------------- responses
+    def in_tunnel(self) -> bool:
+        return self.phase == TUNNEL
+
+    def response_until_close(self) -> bool:
+        return self.resp_until_close
+
+    def on_interim(self, rh: ResponseHead) -> None:
+        req = self.ex.head
+        if req is not None and req.version == b"1.1" and not self.closed:
+            self.wbuf.append(rh.block + b"\r\n")
+            self.flush_client()
+
+    def present(self, ex: Exchange, rh: ResponseHead) -> int:
+        """Frame the response head for this client; returns how the upstream
+        connection must hand over the body (pyvs.upstream.connection RAW ... ENCODE)."""
+        req = ex.head
+        assert req is not None
+        status = rh.status
+        client11 = req.version == b"1.1"
+        close = self.close_after or not req.keep_alive or not self.req_ended or self.worker.draining
+        framing = rh.framing
+        self.resp_until_close = framing == UNTIL_CLOSE
+        if status == 101:
+            if not req.upgrade or rh.upgrade is None:
+                self.abort()
+                return REBUILT
+            self.wbuf.append(rh.block + b"Connection: upgrade\r\nUpgrade: " + rh.upgrade + b"\r\n\r\n")
+            self.flush_client()
+            self._start_tunnel()
+            return REBUILT
+        if req.upgrade:
+            close = True  # the client may already be sending the other protocol
+        if rh.raw_ok and client11 and not close and framing != UNTIL_CLOSE:
+            return RAW
+        mode = REBUILT
+        extra = b""
+        if framing == CHUNKED and req.method != b"HEAD":
+            if client11:
+                extra = b"Transfer-Encoding: chunked\r\n"
+            else:
+                mode = DECODE
+                close = True
+        elif framing == UNTIL_CLOSE:
+            if client11:
+                mode = ENCODE  # keep the client connection: chunk what the server streams
+                extra = b"Transfer-Encoding: chunked\r\n"
+            else:
+                close = True
+        self.resp_encoded = mode == ENCODE
+        if close:
+            extra += b"Connection: close\r\n"
+        elif not client11:
+            extra += b"Connection: keep-alive\r\n"
+        self.close_after = close
+        block = rh.block
+        if rh.raw_ok:  # still holds the server's "Connection: keep-alive": ours replaces it
+            block = strip_hop_fields(block)
+        self.wbuf.append(block + extra + b"\r\n")
+        return mode
+
+    def flush_client(self) -> None:
+        """Write what the last server read produced."""
+        wbuf = self.wbuf
+        if wbuf:
+            self.batch.flush()
+            if not self.closed and self.transport is not None:
+                if len(wbuf) == 1:
+                    self.transport.write(wbuf[0])
+                else:
+                    self.transport.writelines(wbuf)
+            wbuf.clear()
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.batch.flush()
+            self.transport.write(data)
+
+    def upstream_eof(self, conn: UpstreamConn) -> None:
+        """The server half-closed a tunnel: pass it on; close when both sides are done."""
+        t = self.transport
+        if t is None or self.closed:
+            return
+        self.tunnel_eofs += 1
+        if self.tunnel_eofs >= 2 or not t.can_write_eof():
+            self._close()
+        else:
+            t.write_eof()
+
+    def tunnel_ended(self) -> None:
+        self._close()
+
+    def response_ended(self) -> None:
+        """The whole response body has been handed over: terminate the framing."""
+        if self.resp_encoded:
+            self.resp_encoded = False
+            self.wbuf.append(b"0\r\n\r\n")
+        self.flush_client()
+
+    def whole_response_done(self, now: float) -> None:
+        """exchange_done after the short path's whole response (2xx, connection kept,
+        nothing pipelined: the exchange checked)."""
+        stats = self.worker.stats
+        stats.requests += 1
+        stats.responses_2xx += 1
+        self.phase = HEAD
+        self.idle_wait = True
+        self.deadline = now + self.lst.client_timeout
+
+    def exchange_done(self, status: int, now: float) -> None:
+        stats = self.worker.stats
+        stats.requests += 1
+        if 200 <= status < 300:
+            stats.responses_2xx += 1
+        else:
+            stats.count_status(status)
+        self.ex.finished()
+        if self.close_after or self.closed:
+            self._close()
+            return
+        if self.phase == BODY:
+            # Answered before the whole body arrived (an error): the rest cannot be read safely.
+            self._close()
+            return
+        self.phase = HEAD
+        if self.inbuf:
+            # Pipelined requests: parsed on the next loop turn, so a long pipeline
+            # answered by pyvs itself (errors) does not recurse.
+            self.loop.call_soon(self._next_pipelined)
+            self.deadline = now + self.lst.request_timeout
+        else:
+            self.idle_wait = True
+            self.deadline = now + self.lst.client_timeout
+        if self.reading_paused:
+            self.maybe_resume()
+
+    def _next_pipelined(self) -> None:
+        if self.phase == HEAD and self.ex.head is None and self.inbuf and not self.closed:
+            data = self.inbuf
+            self.inbuf = b""
+            self._heads(data)
+
+    # ------------------------------------------------------------- tunnel
+    def _start_tunnel(self) -> None:
+        up = self.ex.up
+        if up is None or up.transport is None:
+            self._close()
+            return
+        self.phase = TUNNEL
+        up.deadline = 0.0
+        self.deadline = 0.0
+        self.worker.stats.upgrades += 1
+        if self.inbuf:
+            up.transport.write(self.inbuf)
+            self.inbuf = b""
+        self.maybe_resume()
+
+    # ------------------------------------------------------------ helpers
+    def send_error(self, status: int, *, close: bool, data: bytes | None = None) -> None:
+        """Answer the current request ourselves (errors, sorry pages, filter replies)."""
+        self.batch.flush()
+        t = self.transport
+        if t is None or self.closed:
+            return
+        ex = self.ex
+        if ex.resp_started:
+            self.abort()
+            return
+        req = ex.head
+        if (req is not None and (req.version != b"1.1" or not req.keep_alive)) or self.close_after:
+            close = True
+        self.close_after = close or self.close_after
+        ex.resp_status = status
+        t.write(data if data is not None else error_response(status, close))
+        ex.drop_upstream()
+        self.exchange_done(status, self.loop.time())
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        self.worker.stats.bad_requests += 1
+        ex = self.ex
+        if ex.resp_started:
+            # Garbage while a response is being sent: it cannot be answered any more.
+            self.abort()
+            return
+        ex.drop_upstream()  # e.g. a bad chunk in a body already being forwarded
+        ex.cancel_connect()
+        ex.finished()
+        t = self.transport
+        if t is not None and not self.closed:
+            self.batch.flush()
+            t.write(error_response(exc.status, True))
+        self.worker.stats.count_status(exc.status)
+        self._close()
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def maybe_resume(self) -> None:
+        if not self.reading_paused or self.closed:
+            return
+        if self.up_write_blocked or self.client_write_blocked or self.ex.req_buf is not None:
+            return
+        if self.inbuf and self.phase != HEAD:
+            return
+        self.reading_paused = False
+        assert self.transport is not None
+        self.transport.resume_reading()
+
+    def drain(self) -> None:
+        """Graceful stop: finish the current exchange, then close."""
+        self.close_after = True
+        if self.ex.head is None and self.ex.up is None:
+            self._close()
+
+    def _close(self) -> None:
+        self.batch.flush()
+        self.flush_client()
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Close at once: whatever the client got is visibly incomplete."""
+        self.ex.drop_upstream()
+        self.wbuf.clear()
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.abort()
