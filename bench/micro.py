@@ -1,6 +1,6 @@
 """Per-request Python cost of the L7 path without sockets (fake transports).
 
-Feeds one keep-alive GET and one small response through HttpFrontend and a pooled
+Feeds one keep-alive GET and one small response through H1Connection and a pooled
 UpstreamConn per iteration; prints microseconds per request. Use it to see what a
 change to the request path costs before running `make bench`:
 
@@ -9,6 +9,7 @@ change to the request path costs before running `make bench`:
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import uvloop
 
 from pyvs.config.loader import load_text
-from pyvs.l7.frontend import HttpFrontend
+from pyvs.l7.h1conn import H1Connection
 from pyvs.runtime.worker import WorkerRuntime
 from pyvs.upstream.connection import UpstreamConn
 
@@ -67,12 +68,12 @@ def main() -> None:
     flush = rt.batch.flush
     lst = rt.listeners[0]
     server = rt.backends["be"].servers[0]
-    fe = HttpFrontend(lst)
+    fe = H1Connection(lst)
     fe.connection_made(FakeTransport(("127.0.0.1", 5555)))  # type: ignore[arg-type]
     conn = UpstreamConn(server, None, rt.sweeper)
     conn.connection_made(FakeTransport())  # type: ignore[arg-type]
     server.idle.append(conn)  # a pooled keep-alive connection
-    n = 200_000
+    n = int(os.environ.get("MICRO_N", "200000"))
 
     def run() -> None:
         for _ in range(n):

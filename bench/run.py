@@ -9,8 +9,9 @@ measured load, and stops it again. The figure that matters is *work per CPU-seco
 docs/benchmarks.md for why.
 
 Structure: a :class:`Scenario` is (backend setup, per-proxy config generator, load tool, probe).
-``http-small``, ``http-browser`` (the same with a browser's request head) and
-``http-post`` (small JSON POSTs) are defined here, the tcp scenarios in
+``http-small``, ``http-browser`` (the same with a browser's request head),
+``http-post`` (small JSON POSTs) and ``http-routes`` (the same GETs through a 51-route
+table, matching the last route) are defined here, the tcp scenarios in
 bench/tcp_scenarios.py; a new scenario adds a backend starter, config generators and a
 load tool and registers itself in ``SCENARIOS``; the runner, CPU accounting, median/ratio
 logic, table and JSON output stay as they are.
@@ -302,12 +303,14 @@ def wait_port(proc: subprocess.Popen[bytes], ep: Endpoint, timeout: float) -> No
         time.sleep(0.05)
 
 
-def curl(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    """GET ``url`` with curl; return (status, body). Status 0 means no HTTP answer."""
+def curl(url: str, timeout: float = 5.0, headers: Sequence[str] = ()) -> tuple[int, bytes]:
+    """GET ``url`` with curl (``headers``: extra ``Name: value`` lines); return (status, body).
+    Status 0 means no HTTP answer."""
+    extra = [a for h in headers for a in ("-H", h)]
     try:
         out = subprocess.run(
             [CURL, "-s", "--noproxy", "*", "--max-time", str(timeout), "-o", "-",
-             "-w", "\n%{http_code}", url],
+             "-w", "\n%{http_code}", *extra, url],
             capture_output=True, timeout=timeout + 5,
         )
     except (OSError, subprocess.TimeoutExpired):
@@ -395,6 +398,8 @@ class Scenario:
     # Rows run only when --only names them (e.g. "direct", which would leave conntrack
     # entries that disturb a kernel data plane measured after it in the same run).
     opt_in: tuple[str, ...] = ()
+    # Lines printed under the table and stored in the JSON file (e.g. a target and its verdict).
+    report: Callable[[Sequence[Summary]], list[str]] | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -433,10 +438,14 @@ def _nginx_argv(prefix: Path, conf: Path) -> list[str]:
 HTTP_BODY = "pyvs benchmark backend: a small plain-text response body".ljust(99, ".") + "\n"
 
 
-def http_backend(ws: Workspace) -> Backend:
+def http_backend(ws: Workspace, items: bool = False) -> Backend:
+    """The nginx every HTTP scenario proxies to; ``items``: it also answers ``/items/...``
+    (http-routes) with the same body."""
     ep = free_endpoint()
     private = free_endpoint()
     prefix = ws.path("backend-nginx", "x").parent
+    items_location = (f'\n        location {ROUTES_PREFIX} {{ return 200 "{HTTP_BODY.rstrip()}\\n"; }}'
+                      if items else "")
     conf = ws.write("backend-nginx/nginx.conf", f"""\
 daemon off;
 master_process off;
@@ -454,7 +463,7 @@ http {{
         listen {private} backlog=4096;
         default_type text/plain;
         location = / {{ return 200 "{HTTP_BODY.rstrip()}\\n"; }}
-        location = /xff {{ return 200 "xff=$http_x_forwarded_for\\n"; }}
+        location = /xff {{ return 200 "xff=$http_x_forwarded_for\\n"; }}{items_location}
     }}
 }}
 """)
@@ -463,14 +472,16 @@ http {{
         wait_port(proc, ep, 10)
     except BenchError as e:
         raise BenchError(f"backend nginx: {e}\n{ws.log_tail('backend-nginx')}") from None
-    status, body = curl(f"http://{ep}/")
-    if status != 200 or body.decode(errors="replace") != HTTP_BODY:
-        raise BenchError(f"backend nginx answered {status} {body[:80]!r}")
+    for path in ("/", ROUTES_PATH) if items else ("/",):
+        status, body = curl(f"http://{ep}{path}")
+        if status != 200 or body.decode(errors="replace") != HTTP_BODY:
+            raise BenchError(f"backend nginx answered {status} {body[:80]!r} to GET {path}")
     return Backend(ep, proc, {"server": "nginx", "body_bytes": len(HTTP_BODY)}, private=private)
 
 
-def http_haproxy(ws: Workspace, listen: Endpoint, backend: Backend) -> ProxyLaunch:
-    cfg = ws.write("haproxy/haproxy.cfg", f"""\
+# global and defaults of every HTTP scenario's HAProxy: one thread, X-Forwarded-For, pooled
+# server connections shared between clients.
+HAPROXY_HTTP_DEFAULTS = """\
 global
     nbthread 1
     maxconn 4096
@@ -484,7 +495,12 @@ defaults
     timeout server 60s
     timeout http-keep-alive 60s
     timeout http-request 10s
+"""
 
+
+def http_haproxy(ws: Workspace, listen: Endpoint, backend: Backend) -> ProxyLaunch:
+    cfg = ws.write("haproxy/haproxy.cfg", f"""\
+{HAPROXY_HTTP_DEFAULTS}
 frontend fe
     bind {listen}
     default_backend be
@@ -509,23 +525,35 @@ http {{
     {_nginx_temp_paths(prefix)}
     keepalive_requests 10000000;
     keepalive_timeout 120s;
-    upstream be {{
-        server {backend.endpoint};
-        keepalive 64;
-        keepalive_requests 10000000;
-    }}
+    {_nginx_upstream("be", backend.endpoint)}
     server {{
         listen {listen} backlog=4096;
         location / {{
-            proxy_pass http://be;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            {_nginx_proxy_pass("be")}
         }}
     }}
 }}
 """)
     return ProxyLaunch(_nginx_argv(prefix, conf), listen)
+
+
+def _nginx_upstream(name: str, server: Endpoint) -> str:
+    """An upstream block as every HTTP scenario's nginx has it: pooled keep-alive connections."""
+    return f"""upstream {name} {{
+        server {server};
+        keepalive 64;
+        keepalive_requests 10000000;
+    }}"""
+
+
+def _nginx_proxy_pass(upstream: str, indent: str = "            ") -> str:
+    """The body of a proxying location: HTTP/1.1 to the upstream's pool, X-Forwarded-For."""
+    return f"\n{indent}".join((
+        f"proxy_pass http://{upstream};",
+        "proxy_http_version 1.1;",
+        'proxy_set_header Connection "";',
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+    ))
 
 
 def http_pyvs(ws: Workspace, listen: Endpoint, backend: Backend) -> ProxyLaunch:
@@ -609,14 +637,14 @@ BROWSER_HEADERS = (
 
 
 def wrk_load(target: Endpoint, opts: Options, seconds: int, headers: Sequence[str] = (),
-             script: Path | None = None) -> LoadResult:
+             script: Path | None = None, path: str = "/") -> LoadResult:
     argv = [WRK, f"-t{opts.threads}", f"-c{opts.connections}", f"-d{seconds}s", "--timeout", "5s",
             "--latency"]
     for h in headers:
         argv += ["-H", h]
     if script is not None:
         argv += ["-s", str(script)]
-    argv.append(f"http://{target}/")
+    argv.append(f"http://{target}{path}")
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     except subprocess.TimeoutExpired:
@@ -624,6 +652,217 @@ def wrk_load(target: Endpoint, opts: Options, seconds: int, headers: Sequence[st
     if out.returncode != 0:
         raise BenchError(f"wrk failed ({out.returncode}): {(out.stderr or out.stdout).strip()}")
     return parse_wrk(out.stdout)
+
+
+# --------------------------------------------------------------------------------------------------
+# scenario: http-routes
+#
+# The http-small GETs through a route table whose last route is the one that matches: 50
+# decoys (Host h{i}.example.com and path prefix /p{i}/, to backend "decoy"), then Host
+# bench.example with the path regex ^/items/[0-9]+$ (to backend "real"), and no default.
+# Both backends have the one nginx as their server. The same invocation also runs pyvs
+# without routes (row "pyvs-small": http-small's config, the same requests), so the cost
+# of the table shows as pyvs / pyvs-small, checked against ROUTES_TARGET.
+
+ROUTES_DECOYS = 50
+ROUTES_HOST = "bench.example"
+ROUTES_PATH = "/items/12345"  # what wrk requests
+ROUTES_REGEX = "^/items/[0-9]+$"
+# The backend answers paths under it; with --routes-no-regex it is pyvs's last route instead
+# of the regex (for a pyvs that does not know `path: "~regex"` yet).
+ROUTES_PREFIX = "/items/"
+ROUTES_BASELINE = "pyvs-small"
+# pyvs with the route table must do at least this share of the requests per CPU-second it
+# does without one (pyvs-small, same run): "within 10% of http-small".
+ROUTES_TARGET = 0.90
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """One route of the http-routes table; each proxy's config is generated from these."""
+
+    host: str
+    backend: str
+    path_prefix: str | None = None
+    path_regex: str | None = None
+
+    def matches(self, host: str, path: str) -> bool:
+        """Whether ``Host: host`` and ``path`` match, as HAProxy's ``hdr(host) -i``, ``path_beg``
+        and ``path_reg`` decide (nginx's server_name and locations agree on such requests)."""
+        if host.lower() != self.host:
+            return False
+        if self.path_prefix is not None and not path.startswith(self.path_prefix):
+            return False
+        return self.path_regex is None or re.search(self.path_regex, path) is not None
+
+
+def route_table() -> list[RouteSpec]:
+    decoys = [RouteSpec(f"h{i}.example.com", "decoy", path_prefix=f"/p{i}/") for i in range(ROUTES_DECOYS)]
+    return [*decoys, RouteSpec(ROUTES_HOST, "real", path_regex=ROUTES_REGEX)]
+
+
+def routes_pyvs_yaml(listen: Endpoint, admin: Endpoint, server: Endpoint, regex: bool = True) -> str:
+    """pyvs: one listener whose ``routes`` are the table; ``regex=False`` gives the last route
+    ``path_prefix: /items/`` instead of ``path: "~^/items/[0-9]+$"``."""
+    lines = []
+    for r in route_table():
+        if r.path_prefix is not None:
+            cond = f'path_prefix: "{r.path_prefix}"'
+        elif regex:
+            cond = f'path: "~{r.path_regex}"'
+        else:
+            cond = f'path_prefix: "{ROUTES_PREFIX}"'
+        lines.append(f'      - {{match: {{host: "{r.host}", {cond}}}, backend: {r.backend}}}')
+    routes = "\n".join(lines)
+    return f"""\
+global: {{workers: 1}}
+admin: {{listen: "{admin}"}}
+listeners:
+  - name: web
+    mode: http
+    bind: ["{listen}"]
+    routes:
+{routes}
+backends:
+  - name: decoy
+    servers: [{{name: s1, address: "{server}"}}]
+  - name: real
+    servers: [{{name: s1, address: "{server}"}}]
+"""
+
+
+def routes_haproxy_cfg(listen: Endpoint, server: Endpoint) -> str:
+    """HAProxy: the table as ACLs and ``use_backend`` rules (first match wins), no default."""
+    rules: list[str] = []
+    for i, r in enumerate(route_table()):
+        if r.path_prefix is not None:
+            rules += [f"acl h{i} hdr(host) -i {r.host}", f"acl p{i} path_beg {r.path_prefix}",
+                      f"use_backend {r.backend} if h{i} p{i}"]
+        else:
+            rules += [f"acl rx path_reg {r.path_regex}", f"use_backend {r.backend} if {{ hdr(host) -i {r.host} }} rx"]
+    body = "\n    ".join(rules)
+    return f"""\
+{HAPROXY_HTTP_DEFAULTS}
+frontend fe
+    bind {listen}
+    {body}
+
+backend decoy
+    server s1 {server}
+
+backend real
+    server s1 {server}
+"""
+
+
+def routes_nginx_conf(listen: Endpoint, server: Endpoint, prefix: Path) -> str:
+    """nginx: one server block per route (server_name and one location); a default server
+    answers 503 to anything else, as HAProxy and pyvs without a default backend do."""
+    servers = []
+    for r in route_table():
+        where = r.path_prefix if r.path_prefix is not None else f"~ {r.path_regex}"
+        servers.append(f"""\
+    server {{
+        listen {listen};
+        server_name {r.host};
+        location {where} {{
+            {_nginx_proxy_pass(r.backend)}
+        }}
+    }}""")
+    blocks = "\n".join(servers)
+    return f"""\
+daemon off;
+{_nginx_user_line()}
+worker_processes 1;
+pid {prefix / 'nginx.pid'};
+error_log {prefix / 'error.log'} warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    {_nginx_temp_paths(prefix)}
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    {_nginx_upstream("decoy", server)}
+    {_nginx_upstream("real", server)}
+    server {{
+        listen {listen} default_server backlog=4096;
+        return 503;
+    }}
+{blocks}
+}}
+"""
+
+
+def routes_pyvs(ws: Workspace, listen: Endpoint, backend: Backend, regex: bool = True) -> ProxyLaunch:
+    cfg = ws.write("pyvs/routes.yaml", routes_pyvs_yaml(listen, free_endpoint(), backend.endpoint, regex))
+    return ProxyLaunch([PYVS, "run", "-c", str(cfg)], listen, cwd=REPO)
+
+
+def routes_haproxy(ws: Workspace, listen: Endpoint, backend: Backend) -> ProxyLaunch:
+    cfg = ws.write("haproxy/routes.cfg", routes_haproxy_cfg(listen, backend.endpoint))
+    return ProxyLaunch([HAPROXY, "-f", str(cfg), "-db"], listen)
+
+
+def routes_nginx(ws: Workspace, listen: Endpoint, backend: Backend) -> ProxyLaunch:
+    prefix = ws.path("proxy-nginx", "x").parent
+    conf = ws.write("proxy-nginx/routes.conf", routes_nginx_conf(listen, backend.endpoint, prefix))
+    return ProxyLaunch(_nginx_argv(prefix, conf), listen)
+
+
+def routes_probe(target: Endpoint, backend: Backend) -> list[str]:
+    status, body = curl(f"http://{target}{ROUTES_PATH}", headers=[f"Host: {ROUTES_HOST}"])
+    if status != 200:
+        raise BenchError(f"GET {ROUTES_PATH} with Host: {ROUTES_HOST} through the proxy returned "
+                         f"{status or 'no answer'} (a pyvs that reads `path: \"~...\"` as an exact path "
+                         "answers 503: run it with --routes-no-regex)")
+    if body.decode(errors="replace") != HTTP_BODY:
+        return [f"body differs from the backend's: {body[:60]!r}"]
+    return []
+
+
+def routes_vs_small(summaries: Sequence[Summary]) -> float | None:
+    """pyvs's req/CPU-s with the route table over pyvs's without it, or None if one is missing."""
+    by = {s.proxy: s for s in summaries}
+    routed, plain = by.get("pyvs"), by.get(ROUTES_BASELINE)
+    if routed is None or plain is None or not routed.per_cpu or not plain.per_cpu:
+        return None
+    return routed.per_cpu / plain.per_cpu
+
+
+def routes_report(summaries: Sequence[Summary], pyvs_regex: bool = True) -> list[str]:
+    """pyvs / HAProxy with the table, and pyvs with the table / pyvs without it against
+    ROUTES_TARGET (PASS or FAIL)."""
+    lines = [""]
+    routed = "pyvs(http-routes)" if pyvs_regex else "pyvs(http-routes, --routes-no-regex)"
+    row = next((s for s in summaries if s.proxy == "pyvs"), None)
+    if row is not None and row.ratio is not None:
+        lines.append(f"{routed} / {REFERENCE}(http-routes): {row.ratio:.2f}")
+    share = routes_vs_small(summaries)
+    if share is None:
+        lines.append(f"{routed} / pyvs(http-small): not measured (needs the pyvs and {ROUTES_BASELINE} rows)")
+    else:
+        verdict = "PASS" if share >= ROUTES_TARGET else "FAIL"
+        lines.append(f"{routed} / pyvs(http-small): {share:.2f} (target >= {ROUTES_TARGET:.2f}): {verdict}")
+    return lines
+
+
+def routes_scenario(pyvs_regex: bool = True) -> Scenario:
+    """``pyvs_regex=False`` (--routes-no-regex): pyvs's last route is ``path_prefix: /items/``."""
+    fallback = "" if pyvs_regex else f"; pyvs's last route: path_prefix {ROUTES_PREFIX} (--routes-no-regex)"
+    return Scenario(
+        name="http-routes",
+        description=(f"as http-small, through {ROUTES_DECOYS} host+path routes and one host+regex route, "
+                     f"matching the last (GET {ROUTES_PATH}, Host: {ROUTES_HOST}); "
+                     f"{ROUTES_BASELINE}: pyvs without routes{fallback}"),
+        start_backend=functools.partial(http_backend, items=True),
+        proxies={"haproxy": routes_haproxy, "nginx": routes_nginx,
+                 "pyvs": functools.partial(routes_pyvs, regex=pyvs_regex), ROUTES_BASELINE: http_pyvs},
+        load=functools.partial(wrk_load, headers=(f"Host: {ROUTES_HOST}",), path=ROUTES_PATH),
+        probe=routes_probe,
+        title=f"wrk -H 'Host: {ROUTES_HOST}' {ROUTES_PATH} -t1 -c50"
+              + ("" if pyvs_regex else " (pyvs: --routes-no-regex)"),
+        report=functools.partial(routes_report, pyvs_regex=pyvs_regex),
+    )
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -653,6 +892,7 @@ SCENARIOS: dict[str, Scenario] = {
         probe=http_probe,
         title="wrk -s post.lua -t1 -c50",
     ),
+    "http-routes": routes_scenario(),
 }
 
 
@@ -819,6 +1059,9 @@ def print_table(scn: Scenario, summaries: list[Summary], opts: Options) -> None:
         for r in rows:
             table.add_row(*r)
         Console().print(table)
+    if scn.report is not None:
+        for line in scn.report(summaries):
+            print(line)
     for s in summaries:
         if s.failed:
             print(f"\n{s.proxy} failed:\n{s.error.strip()}")
@@ -857,6 +1100,7 @@ def write_json(scn: Scenario, opts: Options, backend: Backend, results: dict[str
         },
         "backend": {"endpoint": str(backend.endpoint), **backend.info},
         "summary": [asdict(s) for s in summaries],
+        "report": [line for line in scn.report(summaries) if line] if scn.report is not None else [],
         "runs": {p: [asdict(r) for r in rs] for p, rs in results.items()},
     }
     path.write_text(json.dumps(doc, indent=2) + "\n")
@@ -907,7 +1151,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=1, help="runs per proxy; the median is reported (1)")
     p.add_argument("--no-json", action="store_true", help="do not write bench/results/*.json")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
+    p.add_argument("--routes-no-regex", action="store_true",
+                   help=f"http-routes only: pyvs's last route matches path_prefix {ROUTES_PREFIX} instead of "
+                        "the regex, for a pyvs without `path: \"~regex\"` routes (HAProxy and nginx keep the regex)")
     args = p.parse_args(argv)
+    if args.routes_no_regex and args.scenario != "http-routes":
+        p.error("--routes-no-regex is for --scenario http-routes")
     scn = SCENARIOS[args.scenario]
     supported = scn.proxies
     default = ",".join(x for x in supported if x not in scn.opt_in)
@@ -927,7 +1176,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    scn = SCENARIOS[args.scenario]
+    scn = routes_scenario(pyvs_regex=False) if args.routes_no_regex else SCENARIOS[args.scenario]
     opts = Options(duration=args.duration, connections=args.connections, threads=args.threads,
                    warmup=args.warmup, repeat=args.repeat, proxies=args.proxies, keep=args.keep)
     started = dt.datetime.now()
