@@ -23,7 +23,7 @@ receiver uses the real peer address. TLVs are skipped, not interpreted.
 
 :func:`build` makes the header pyvs sends to servers for ``send_proxy: v1|v2``.
 The module holds no state and reads no clock; the callers in :mod:`pyvs.l4.tcp` (and
-the HTTP frontend) own the socket.
+the HTTP connection, pyvs.l7.h1conn) own the socket.
 """
 
 from __future__ import annotations

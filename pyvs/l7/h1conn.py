@@ -93,7 +93,7 @@ class H1Connection(asyncio.Protocol):
         self.ex.set_client(peer[0] if peer else "", local[0] if local else "")
         w = self.worker
         w.stats.client_connections += 1
-        w.frontends.add(self)
+        w.connections.add(self)
         w.sweeper.add(self)
         self.deadline = self.loop.time() + self.lst.request_timeout
         if w.draining:
@@ -136,7 +136,7 @@ class H1Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         w = self.worker
-        w.frontends.discard(self)
+        w.connections.discard(self)
         w.sweeper.discard(self)
         ex = self.ex
         ex.cancel_connect()

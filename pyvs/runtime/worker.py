@@ -42,7 +42,7 @@ class WorkerRuntime:
         self.index = index
         self.loop = loop
         self.stats = WorkerStats()
-        self.frontends: set[H1Connection] = set()
+        self.connections: set[H1Connection] = set()
         self.sweeper = Sweeper(loop)
         self.batch = WriteBatch(loop)  # the L7 short paths write through it (see pyvs/runtime/batch.py)
         self.draining = False
@@ -95,7 +95,7 @@ class WorkerRuntime:
             "worker": self.index,
             "pid": os.getpid(),
             "stats": self.stats.snapshot(),
-            "connections": len(self.frontends),
+            "connections": len(self.connections),
             "backends": [b.statistics() for b in self.backends.values()],
         }
 
@@ -104,13 +104,13 @@ class WorkerRuntime:
         for server in self.servers:
             server.close()
         self.l4.stop_accepting()
-        for f in list(self.frontends):
+        for f in list(self.connections):
             f.drain()
         deadline = self.loop.time() + grace
-        while self.frontends and self.loop.time() < deadline:
+        while self.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
         await self.l4.drain(deadline)
-        for f in list(self.frontends):
+        for f in list(self.connections):
             f.abort()
         for b in self.backends.values():
             b.close_idle()

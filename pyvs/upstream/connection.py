@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 An :class:`UpstreamConn` is either *bound* to one client exchange (``owner`` is the
-frontend protocol) or *idle* in its server's pool (``owner`` is None). While idle,
+exchange, pyvs.l7.exchange) or *idle* in its server's pool (``owner`` is None). While idle,
 any byte or EOF from the server means the connection cannot be reused: it closes
 itself and the pool skips it.
 
@@ -39,7 +39,7 @@ Framer = LengthBody | ChunkedBody | UntilClose
 
 
 class Owner(Protocol):
-    """What a bound connection reports to (the L7 frontend)."""
+    """What a bound connection reports to (the L7 exchange, pyvs.l7.exchange.Exchange)."""
 
     wbuf: list[bytes]
     started: float  # when the exchange began (for the total timeout)

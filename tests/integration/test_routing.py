@@ -43,6 +43,7 @@ class Env:
             {"match": {"language": ["zh"]}, "backend": "zh"},
             {"match": {"language": ["en"]}, "backend": "en"},
             {"match": {"browser": "mobile"}, "backend": "mobile"},
+            {"match": {"path": "/ua", "user_agent": "~^Wget/"}, "backend": "shop"},
             {"match": {"path": "/old"}, "redirect": {"to": "https://$host/new$query", "status": 301}},
             {"match": {"path": "/maint"},
              "respond": {"status": 503, "body": "maintenance", "headers": {"Retry-After": "120"}}},
@@ -167,9 +168,11 @@ def test_language_negotiation(env: Env) -> None:
     assert env.who("/", "-H", "Accept-Language: de") == "web"  # nothing acceptable: falls through
 
 
-def test_browser(env: Env) -> None:
+def test_browser_and_user_agent(env: Env) -> None:
     assert env.who("/", "-A", IPHONE) == "mobile"
     assert env.who("/", "-A", DESKTOP) == "web"
+    assert env.who("/ua", "-A", "Wget/1.21.3") == "shop"
+    assert env.who("/ua") == "web"  # curl's own User-Agent
 
 
 def test_redirect_respond_deny(env: Env) -> None:
