@@ -9,6 +9,7 @@ that are not keys of :data:`VARIABLES`.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 
 def _client_ip(ex: Exchange) -> bytes:
-    return ex.client_ip
+    return ex.view.client_ip  # the peer, or the client a trusted proxy names
 
 
 def _request_id(ex: Exchange) -> bytes:
@@ -91,6 +92,25 @@ VARIABLES: dict[str, Callable[[Exchange], bytes]] = {
     "vhost": _vhost,
     "listener": _listener,
 }
+
+
+def real_client(xff: bytes | None, peer: bytes) -> bytes:
+    """The client address a trusted proxy vouches for: the last X-Forwarded-For entry
+    (the one that proxy added), when it is an IP address; else the peer itself. Used
+    for ``source`` conditions, ACLs and ``%{client_ip}`` (as nginx's realip module);
+    the X-Forwarded-For sent on keeps the whole chain."""
+    if not xff:
+        return peer
+    last = xff.rsplit(b",", 1)[-1].strip()
+    if last.startswith(b"[") and b"]" in last:  # "[2001:db8::1]:4711"
+        last = last[1:last.index(b"]")]
+    elif last.count(b":") == 1:  # "192.0.2.1:4711"
+        last = last.split(b":", 1)[0]
+    try:
+        ipaddress.ip_address(last.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return peer
+    return last
 
 
 def request_context(client_ip: bytes, head: RequestHead | None, exclude: frozenset[int]) -> PickContext:

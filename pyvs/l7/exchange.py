@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 from pyvs.balance.base import PickContext
 from pyvs.http.errors import ProtocolError
 from pyvs.http.h1 import CHUNKED, RequestHead, ResponseHead
-from pyvs.l7.context import VARIABLES, request_context
+from pyvs.l7.context import VARIABLES, real_client, request_context
 from pyvs.l7.filters.base import Reply, Verdict
 from pyvs.l7.request import RequestView
 from pyvs.upstream.connection import UpstreamConn
@@ -164,19 +164,29 @@ class Exchange:
         short path (bodiless idempotent HTTP/1.1 keep-alive with a Host)."""
         self.head = head
         self.resp_started = False
-        self.req_buf = None
+        if self.add_lines:
+            self.add_lines = []  # the previous request's filters' lines
+        lst = self.lst
+        rt = lst.short_route  # one route, no filters, no listener ACL: nothing to decide
+        if rt is not None and short and self.fw_plain:
+            self.route = rt
+            self._short_start(head, rt.backend)  # type: ignore[arg-type]
+            return
         down = self.down
         if head.method == b"CONNECT":
             down.send_error(405, close=True)
             return
-        lst = self.lst
-        if lst.acl is not None and lst.acl.on_request(self) == Verdict.RESPOND:
-            self._reply()
-            return
+        view = self.view
+        view.reset(head)
+        if self.trusted:
+            view.client_ip = real_client(head.xff, self.client_ip)
+        if lst.acl is not None:
+            self.reply = None
+            if lst.acl.on_request(self) == Verdict.RESPOND:
+                self._reply()
+                return
         rt = lst.fixed_route
         if rt is None:
-            view = self.view
-            view.reset(head)
             sel = lst.router.select(view)
             if type(sel) is int:
                 down.send_error(sel, close=not down.req_ended)
@@ -188,23 +198,19 @@ class Exchange:
             assert backend is not None
             self._short_start(head, backend)
             return
+        self.backend = backend  # before the filters: %{backend} names this request's
         chain = rt.chain
         if not chain.empty:
-            self.add_lines = []
             self.reply = None
             self.rid = b""
             self.started = self.loop.time()
-            self.view.reset(head)
             for f in chain.request:
                 if f.on_request(self) == Verdict.RESPOND:
                     self._reply()
                     return
-        elif self.add_lines:
-            self.add_lines = []  # left by the previous request's route
         if backend is None:
             down.send_error(503, close=not down.req_ended)
             return
-        self.backend = backend
         self.fast_path = rt.fast_response and backend.persist is None and head.keep_alive \
             and head.version == b"1.1" and not head.upgrade
         self.started = self.loop.time()
@@ -277,8 +283,10 @@ class Exchange:
         assert t is not None
         self.batch.write(t, b"".join((head.block, self.xff_line, self.lst.xfp_line, b"X-Forwarded-Host: ",
                                       head.host or b"", b"\r\n\r\n")))
-        total = backend.total_timeout
-        conn.deadline = now + (backend.server_timeout if not total or total > backend.server_timeout else total)
+        rt = self.route
+        assert rt is not None
+        total = rt.total_timeout
+        conn.deadline = now + (rt.server_timeout if not total or total > rt.server_timeout else total)
         down = self.down
         if down.client_write_blocked:
             t.pause_reading()  # the client still is not reading: hold the server too
@@ -337,25 +345,17 @@ class Exchange:
                 self._bound(conn, head)
                 return
         conn = UpstreamConn(server, self, self.worker.sweeper)
-        conn.deadline = self.loop.time() + self._timeout("connect", backend.connect_timeout)
+        rt = self.route
+        conn.deadline = self.loop.time() + (rt.connect_timeout if rt is not None else backend.connect_timeout)
         self.worker.sweeper.add(conn)
         self.connecting = conn
         task = self.loop.create_task(self.loop.create_connection(lambda: conn, server.host, server.port))
         self.connect_task = task
         task.add_done_callback(partial(self._connect_done, conn))
 
-    def _timeout(self, kind: str, default: float) -> float:
-        """A per-route timeout override, else the backend's."""
-        rt = self.route
-        if rt is not None and rt.timeouts is not None:
-            value = getattr(rt.timeouts, kind)
-            if value:
-                return float(value)
-        return default
-
     def _retries(self, backend: BackendRuntime) -> int:
         rt = self.route
-        return rt.retries if rt is not None and rt.retries is not None else backend.retries
+        return rt.retries if rt is not None else backend.retries
 
     def _connect_done(self, conn: UpstreamConn, task: asyncio.Task[object]) -> None:
         if task.cancelled():
@@ -438,9 +438,10 @@ class Exchange:
 
     def await_response(self, up: UpstreamConn) -> None:
         """The request is fully written: the server timeout (and the total) run."""
-        backend = up.server.backend
-        up.deadline = self.loop.time() + self._timeout("server", backend.server_timeout)
-        total = self._timeout("total", backend.total_timeout)
+        rt = self.route
+        assert rt is not None
+        up.deadline = self.loop.time() + rt.server_timeout
+        total = rt.total_timeout
         if total:
             up.deadline = min(up.deadline, self.started + total)
 
@@ -450,7 +451,7 @@ class Exchange:
         block = head.block
         if head.version == b"1.0":
             block = block.replace(b" HTTP/1.0\r\n", b" HTTP/1.1\r\n", 1)
-            if head.host is None:
+            if head.host is None and not any(line[:5].lower() == b"host:" for line in self.add_lines):
                 block += b"Host: " + server.host_header + b"\r\n"
         parts = [block]
         self.lst.forwarded.add(parts, head, self.client_ip, self.trusted)
@@ -487,7 +488,7 @@ class Exchange:
             down.pause_reading()
             if up is not None and not down.req_ended and not down.in_tunnel():
                 # A server that stops reading the upload is bounded by the server timeout.
-                up.deadline = self.loop.time() + up.server.backend.server_timeout
+                up.deadline = self.loop.time() + self.route.server_timeout  # type: ignore[union-attr]
         else:
             down.up_write_blocked = False
             if up is not None and not down.req_ended and not down.in_tunnel():
@@ -666,3 +667,6 @@ class Exchange:
         """The downstream is done with this exchange (answered, errored, closed)."""
         self.head = None
         self.resp_started = False
+        # Body bytes kept for a server that never came (an error answered instead):
+        # left here, they would keep the client's reading paused for good.
+        self.req_buf = None

@@ -142,6 +142,7 @@ class H1Connection(asyncio.Protocol):
         ex.cancel_connect()
         ex.drop_upstream()
         ex.finished()
+        ex.view.head = None  # the connection and its exchange refer to each other: free the head now
 
     def pause_writing(self) -> None:
         self.client_write_blocked = True
@@ -158,7 +159,8 @@ class H1Connection(asyncio.Protocol):
         if up is not None and up.transport is not None:
             up.transport.resume_reading()
             if self.phase != TUNNEL:  # a tunnel has no server timeout
-                up.deadline = self.loop.time() + up.server.backend.server_timeout
+                rt = self.ex.route
+                up.deadline = self.loop.time() + (rt.server_timeout if rt is not None else 60.0)
             self.deadline = 0.0
         self.maybe_resume()
 
@@ -238,7 +240,7 @@ class H1Connection(asyncio.Protocol):
             if end < len(data):
                 self.inbuf = data[end:]
                 self.pause_reading()
-            self.ex.start(head, head.keep_alive and head.host is not None and head.version == b"1.1"
+            self.ex.start(head, head.keep_alive and bool(head.host) and head.version == b"1.1"
                           and not head.upgrade and head.method in IDEMPOTENT)
             return
         self.phase = BODY

@@ -73,6 +73,8 @@ _QVALUE = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 # Browsers send a few distinct values, so a small cache holds them all; clearing
 # when full keeps a flood of unique values from growing it.
 _CACHE_MAX_ENTRIES = 1024
+# Entries of one Accept-Language field that are read (the rest is ignored).
+_MAX_ENTRIES = 64
 # Real fields are well under this; longer ones are computed but not remembered, so
 # the cache's memory stays bounded by entries x this length.
 _CACHE_MAX_KEY_LEN = 512
@@ -168,7 +170,9 @@ class LanguageNegotiator:
             return self._cache[accept_language]
         except KeyError:
             pass
-        result = self._negotiate(parse_accept_language(accept_language))
+        # Browsers send a handful of entries; a client sending thousands must not
+        # make every request of its own cost milliseconds.
+        result = self._negotiate(parse_accept_language(accept_language)[:_MAX_ENTRIES])
         if len(accept_language) <= _CACHE_MAX_KEY_LEN:
             if len(self._cache) >= _CACHE_MAX_ENTRIES:
                 self._cache.clear()
@@ -182,15 +186,17 @@ class LanguageNegotiator:
         if not available:
             return None
         ranked = sorted(range(len(entries)), key=lambda i: (-entries[i][1], i))
+        star: list[str] | None = None
         for i in ranked:
             rng, q = entries[i]
             if q <= 0.0:
                 break  # sorted by q: only refusals remain
             if rng == "*":
-                named = [r for r, _ in entries if r != "*"]
-                for offer in available:
-                    if not any(_matches(r, offer) for r in named):
-                        return offer
+                if star is None:  # the offers no named range speaks of (computed once)
+                    named = [r for r, _ in entries if r != "*"]
+                    star = [offer for offer in available if not any(_matches(r, offer) for r in named)]
+                if star:
+                    return star[0]
                 continue
             candidates = [offer for offer in available if _matches(rng, offer)]
             if candidates:

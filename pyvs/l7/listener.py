@@ -34,8 +34,11 @@ class RouteRuntime:
     vhost: str | None
     backend: BackendRuntime | None  # None: the chain always answers (respond, redirect, deny)
     chain: Chain
-    timeouts: Any  # the route's timeouts override (RouteTimeouts) or None
-    retries: int | None
+    # The route's own timeouts and retries, else its backend's (resolved at load).
+    connect_timeout: float
+    server_timeout: float
+    total_timeout: float
+    retries: int
     # Decided at load: an empty chain to a backend whose scheduler reads nothing of
     # the request (BackendRuntime.simple): the exchange's short path may take it.
     short: bool = False
@@ -60,9 +63,10 @@ def build_chain(route: Any, vhost: Any, persist: SessionPicker | None = None) ->
     if route is None:
         return Chain(tuple(filters))
     deny_rule = route.deny is not None and not route.deny.is_action
-    if route.allow or deny_rule:
-        filters.append(SourceAcl(route.allow, route.deny.source if deny_rule else (),
-                                 route.deny.status if deny_rule else 403))
+    if route.allow:
+        filters.append(SourceAcl(route.allow, ()))
+    if deny_rule:  # a client outside allow gets 403, one in the deny rule its status
+        filters.append(SourceAcl((), route.deny.source, route.deny.status))
     if route.redirect is not None:
         filters.append(Redirect(route.redirect.to, route.redirect.status))
     elif route.respond is not None:
@@ -119,18 +123,31 @@ class ListenerRuntime:
         self.fixed_route: RouteRuntime | None = None
         if self.router.trivial and self.route_rt:
             self.fixed_route = self.route_rt[0]
+        # ... and when that route is short and no listener ACL runs: the exchange's
+        # first test, so the common request decides nothing else before its pick.
+        fixed = self.fixed_route
+        self.short_route = fixed if fixed is not None and fixed.short and self.acl is None else None
 
     def _runtime(self, spec: Any, vhosts: dict[str, Any], backends: dict[str, BackendRuntime]) -> RouteRuntime:
         route = spec.config
         vhost = vhosts.get(spec.vhost) if spec.vhost is not None else None
         backend = backends[spec.backend] if spec.backend else None
         chain = build_chain(route, vhost, backend.persist if backend is not None else None)
+        own = getattr(route, "timeouts", None)
+        retries = getattr(route, "retries", None)
+
+        def resolved(kind: str, default: float) -> float:
+            value = getattr(own, kind, None) if own is not None else None
+            return float(value) if value else default
+
         rt = RouteRuntime(
             name=spec.name, vhost=spec.vhost, backend=backend, chain=chain,
-            timeouts=getattr(route, "timeouts", None), retries=getattr(route, "retries", None),
+            connect_timeout=resolved("connect", backend.connect_timeout if backend else 5.0),
+            server_timeout=resolved("server", backend.server_timeout if backend else 60.0),
+            total_timeout=resolved("total", backend.total_timeout if backend else 0.0),
+            retries=retries if retries is not None else (backend.retries if backend else 0),
         )
-        rt.short = chain.empty and backend is not None and backend.simple and rt.timeouts is None \
-            and rt.retries is None
+        rt.short = chain.empty and backend is not None and backend.simple
         rt.fast_response = not chain.response
         return rt
 

@@ -29,7 +29,7 @@ def field_pattern(name: bytes) -> re.Pattern[bytes]:
     pat = _FIELD_PATTERNS.get(key)
     if pat is None:
         pat = _FIELD_PATTERNS[key] = re.compile(
-            rb"\r\n" + re.escape(key) + rb"[ \t]*:[ \t]*([^\r\n]*?)[ \t]*(?=\r\n)", re.IGNORECASE
+            rb"\r\n" + re.escape(key) + rb"[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE
         )
     return pat
 
@@ -107,10 +107,14 @@ class RequestView:
     def header(self, name: bytes) -> bytes | None:
         """Every value of field ``name`` joined by ``, `` (RFC 9110 5.3), or None."""
         assert self.head is not None
-        values = field_pattern(name).findall(self.head.block)
+        values: list[bytes] = field_pattern(name).findall(self.head.block)
         if not values:
             return None
-        return values[0] if len(values) == 1 else b", ".join(values)
+        # Trailing blanks are cut here, not by the pattern: a lazy group before
+        # "[ \t]*" backtracks quadratically on a long value full of blanks.
+        if len(values) == 1:
+            return values[0].rstrip(b" \t")
+        return b", ".join(v.rstrip(b" \t") for v in values)
 
     def query_param(self, name: bytes) -> bytes | None:
         """The first value of query parameter ``name`` (raw, not percent-decoded)."""

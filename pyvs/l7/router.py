@@ -289,9 +289,10 @@ class _Site:
         host = normalise_host(raw)
         rl = self.resolve_slowly(host)[0]
         hit = _NO_LIST if rl is None else rl.hit(host)
-        if len(self.hits) >= _HOST_CACHE_MAX:
-            self.hits.clear()
-        self.hits[raw] = hit
+        if raw is None or len(raw) <= 255:  # a host name is at most 253 bytes: never cache junk
+            if len(self.hits) >= _HOST_CACHE_MAX:
+                self.hits.clear()
+            self.hits[raw] = hit
         return hit
 
     def resolve_slowly(self, host: bytes) -> tuple[_RouteList | None, Why, str | None]:

@@ -186,13 +186,14 @@ def value_key(value: bytes) -> str | None:
 
 
 def header_pattern(name: str) -> re.Pattern[bytes]:
-    """Finds the first ``name:`` field of a head block; group 1 is its value."""
-    return re.compile(rb"\r\n(?i:" + re.escape(name.encode()) + rb"):[ \t]*([^\r\n]*?)[ \t]*(?=\r\n)")
+    """Finds the first ``name:`` field of a head block; group 1 is its value (with any
+    trailing blanks: a lazy group before ``[ \t]*`` would backtrack quadratically)."""
+    return re.compile(rb"\r\n(?i:" + re.escape(name.encode()) + rb"):[ \t]*([^\r\n]*)")
 
 
 def header_value(block: bytes, pattern: re.Pattern[bytes]) -> bytes | None:
     m = pattern.search(block)
-    return m.group(1) if m is not None else None
+    return m.group(1).rstrip(b" \t") if m is not None else None
 
 
 def query_param(target: bytes, name: bytes) -> bytes | None:

@@ -38,11 +38,22 @@ ENCODE = 3  # the owner wrote its own head; chunk-encode a body delimited by clo
 Framer = LengthBody | ChunkedBody | UntilClose
 
 
+class Limits(Protocol):
+    """The timeouts that bound one exchange's wait for its server (a route's own, or
+    its backend's: resolved at load)."""
+
+    server_timeout: float
+    total_timeout: float
+
+
 class Owner(Protocol):
     """What a bound connection reports to (the L7 exchange, pyvs.l7.exchange.Exchange)."""
 
     wbuf: list[bytes]
     started: float  # when the exchange began (for the total timeout)
+
+    @property
+    def route(self) -> Limits | None: ...  # read only here: a route's or backend's timeouts
 
     def upstream_ready(self, conn: UpstreamConn) -> None: ...
     def upstream_lost(self, conn: UpstreamConn, exc: Exception | None) -> None: ...
@@ -199,10 +210,11 @@ class UpstreamConn(asyncio.Protocol):
         else:
             owner.flush_client()
             if self.deadline:  # the server timeout bounds each wait for the next read
-                backend = self.server.backend
-                deadline = self.sweeper.loop.time() + backend.server_timeout
-                if backend.total_timeout:
-                    deadline = min(deadline, owner.started + backend.total_timeout)
+                limits = owner.route  # the route's timeouts (its own, else the backend's)
+                assert limits is not None
+                deadline = self.sweeper.loop.time() + limits.server_timeout
+                if limits.total_timeout:
+                    deadline = min(deadline, owner.started + limits.total_timeout)
                 self.deadline = deadline
 
     def _end(self, owner: Owner) -> None:

@@ -214,7 +214,8 @@ def test_cache_is_bounded_and_consistent(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_long_values_are_answered_but_not_cached() -> None:
     neg = LanguageNegotiator(["en"])
-    long_value = ", ".join(["de;q=0.1"] * 100) + ", en"
+    long_value = ", ".join(["de-at-x-longer;q=0.1"] * 60) + ", en"
+    assert len(long_value) > 512
     assert neg.best(long_value) == "en"
     assert long_value not in neg._cache
 
@@ -223,3 +224,11 @@ def test_bytes_and_str_give_the_same_answer() -> None:
     neg = LanguageNegotiator(["zh", "en"])
     for header in ["zh-CN,zh;q=0.9", "en-US,en;q=0.9", "de"]:
         assert neg.best(header) == neg.best(header.encode())
+
+
+def test_only_the_first_64_entries_are_read() -> None:
+    """A field of thousands of entries costs no more than 64 (browsers send < 10)."""
+    neg = LanguageNegotiator(["en", "zh"])
+    assert neg.best(", ".join(["de"] * 63 + ["en"])) == "en"
+    assert neg.best(", ".join(["de"] * 64 + ["en"])) is None
+    assert neg.best("*," * 8000 + "en;q=0.1") == "en"  # every entry a star: the first offer

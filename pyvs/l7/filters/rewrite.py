@@ -72,6 +72,9 @@ class PathRewrite(Filter):
                 raise ValueError(f"path rewrite: {what} {prefix!r} must be a path: '/' first, no space, '?' or '#'")
         if replace is not None and re.search(r"[\x00-\x20\x7f?#]", replace):
             raise ValueError(f"path rewrite: replace {replace!r} holds a space, '?', '#' or a control character")
+        if replace is not None and re.search(r"\\(?![1-9](?![0-9])|g<|\\)", replace):
+            # re.sub would turn "\r", "\n" or "\040" into the very bytes refused above
+            raise ValueError(f"path rewrite: replace {replace!r}: only \\1 to \\9 or \\g<name> may follow a backslash")
         if strip_prefix == "/":
             raise ValueError("path rewrite: strip_prefix '/' strips nothing")
         self._strip: bytes | None = None

@@ -138,3 +138,9 @@ def test_view_keeps_the_clients_path_whether_or_not_routing_read_it() -> None:
             assert ex.view.path == b"/api/x"
         PathRewrite(strip_prefix="/api").on_request(ex)
         assert (ex.view.path, ex.view.query) == (b"/api/x", b"y=1")
+
+
+@pytest.mark.parametrize("replace", [r"/x\040HTTP/1.1", r"/x\r\nX-Injected:1", r"/\0", r"/\12", r"/\t"])
+def test_escapes_that_would_expand_to_refused_bytes_are_refused(replace: str) -> None:
+    with pytest.raises(ValueError, match="backslash"):
+        PathRewrite(regex=r"^/(.*)", replace=replace)
