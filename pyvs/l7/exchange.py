@@ -41,15 +41,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from functools import partial
 from typing import TYPE_CHECKING
 
-from pyvs.balance.base import PickContext
-from pyvs.http.errors import ProtocolError
-from pyvs.http.h1 import CHUNKED, RequestHead, ResponseHead
-from pyvs.l7.context import VARIABLES, real_client, request_context
+from pyvs.http.h1 import RequestHead, ResponseHead
+from pyvs.l7.context import VARIABLES, real_client
 from pyvs.l7.filters.base import Reply, Verdict
 from pyvs.l7.request import RequestView
+from pyvs.l7.upstream_leg import UpstreamLeg
 from pyvs.upstream.connection import UpstreamConn
 
 if TYPE_CHECKING:
@@ -67,43 +65,21 @@ UNSAFE_REUSE_MAX_IDLE = 2.0
 _NONE_TRIED: frozenset[int] = frozenset()
 
 
-class Exchange:
+class Exchange(UpstreamLeg):
     """The request/response in progress on one downstream (see the module docstring)."""
 
     __slots__ = (
-        "add_lines",
-        "attempts",
-        "backend",
-        "batch",
-        "client_ip",
-        "connect_task",
-        "connecting",
-        "down",
         "fast_path",
         "flush_client",
-        "fw_plain",
-        "head",
-        "loop",
-        "lst",
         "on_interim",
         "on_tunnel_data",
         "reply",
-        "req_buf",
-        "resp_started",
         "resp_status",
         "rid",
-        "route",
-        "server",
-        "started",
         "stick",
-        "tried",
-        "trusted",
-        "up",
         "upstream_eof",
         "view",
         "wbuf",
-        "worker",
-        "xff_line",
     )
 
     def __init__(self, listener: ListenerRuntime, down: Downstream) -> None:
@@ -292,299 +268,6 @@ class Exchange:
             t.pause_reading()  # the client still is not reading: hold the server too
         if down.reading_paused:
             down.maybe_resume()
-
-    # ------------------------------------------------------------ pick
-    def pick_context(self, exclude: frozenset[int], now: float) -> PickContext:
-        """The :class:`PickContext` for this request: the request's facts only for
-        algorithms that read them (hashing), else a shared empty one."""
-        backend = self.backend
-        assert backend is not None
-        if backend.needs_context:
-            ctx = request_context(self.client_ip, self.head, exclude)
-        elif exclude:
-            ctx = PickContext(exclude=exclude)
-        else:
-            ctx = backend._empty_ctx
-        if backend.observes:
-            ctx.now = now
-        return ctx
-
-    def _attempt(self, backend: BackendRuntime, head: RequestHead) -> None:
-        persist = backend.persist
-        if persist is None:
-            server = backend.pick(self.pick_context(self.tried, self.started))
-        else:
-            server = persist.pick(self, head, self.tried, self.started)
-        down = self.down
-        if server is None:
-            if self.tried:
-                down.send_error(502, close=not down.req_ended)
-                return
-            backend.no_server += 1
-            server = backend.sorry_server
-            if server is None:
-                sorry = backend.sorry_response
-                if sorry is None:
-                    down.send_error(503, close=not down.req_ended)
-                else:
-                    close = not down.req_ended or not head.keep_alive or down.close_after
-                    down.send_error(503, close=close, data=sorry[1] if close else sorry[0])
-                return
-        self.server = server
-        self.attempts += 1
-        self._use(server, head)
-
-    def _use(self, server: ServerState, head: RequestHead) -> None:
-        """Send the request to ``server``: on an idle pooled connection, or a new one."""
-        backend = server.backend
-        if server.idle:
-            conn = server.take_idle(self.started, 0.0 if head.replayable else UNSAFE_REUSE_MAX_IDLE)
-            if conn is not None:
-                server.reused += 1
-                conn.owner = self
-                self._bound(conn, head)
-                return
-        conn = UpstreamConn(server, self, self.worker.sweeper)
-        rt = self.route
-        conn.deadline = self.loop.time() + (rt.connect_timeout if rt is not None else backend.connect_timeout)
-        self.worker.sweeper.add(conn)
-        self.connecting = conn
-        task = self.loop.create_task(self.loop.create_connection(lambda: conn, server.host, server.port))
-        self.connect_task = task
-        task.add_done_callback(partial(self._connect_done, conn))
-
-    def _retries(self, backend: BackendRuntime) -> int:
-        rt = self.route
-        return rt.retries if rt is not None else backend.retries
-
-    def _connect_done(self, conn: UpstreamConn, task: asyncio.Task[object]) -> None:
-        if task.cancelled():
-            exc: BaseException | None = TimeoutError("connect timeout")
-        else:
-            exc = task.exception()
-        if exc is None:
-            return  # upstream_ready already ran from connection_made
-        conn.closed = True
-        self.worker.sweeper.discard(conn)
-        server = conn.server
-        server.conn_failures += 1
-        self._passive_error(server, "connect")
-        if self.connecting is not conn:
-            return  # the client went away meanwhile
-        self.connecting = None
-        self.connect_task = None
-        head = self.head
-        backend = self.backend
-        assert head is not None and backend is not None
-        log.warning("connect to %s/%s (%s:%d) failed: %s", backend.name, server.name, server.host, server.port,
-                    exc or "error")
-        if self.attempts <= self._retries(backend):
-            self.worker.stats.retries += 1
-            self.tried = self.tried | server.index_set
-            self._attempt(backend, head)
-        else:
-            self.down.send_error(504 if isinstance(exc, TimeoutError) else 502, close=not self.down.req_ended)
-
-    def cancel_connect(self) -> None:
-        """The client is gone or broke the request: stop a connect under way."""
-        if self.connecting is not None:
-            self.connecting = None
-            if self.connect_task is not None:
-                self.connect_task.cancel()
-
-    # ------------------------------------------------- upstream callbacks
-    def upstream_ready(self, conn: UpstreamConn) -> None:
-        if conn is not self.connecting or self.head is None:
-            conn.close()
-            return
-        self.connecting = None
-        self.connect_task = None
-        conn.server.opened += 1
-        self._bound(conn, self.head)
-
-    def _bound(self, conn: UpstreamConn, head: RequestHead) -> None:
-        self.up = conn
-        server = conn.server
-        server.active += 1
-        server.requests += 1
-        if server.index >= 0:  # the sorry server is outside the scheduler
-            server.backend.scheduler.taken(server.target)
-        conn.start_response(head.method == b"HEAD")
-        t = conn.transport
-        assert t is not None
-        down = self.down
-        if down.client_write_blocked:
-            t.pause_reading()  # the client still is not reading: hold the server too
-        if self.fw_plain and not self.add_lines and head.framing != CHUNKED and head.host \
-                and head.version == b"1.1" and not head.upgrade:
-            # The default forwarding fields for an ordinary request: one join.
-            out = b"".join((head.block, self.xff_line, self.lst.xfp_line, b"X-Forwarded-Host: ", head.host,
-                            b"\r\n\r\n"))
-        else:
-            out = self._request_head(head, server)
-        buf = self.req_buf
-        if buf:
-            self.req_buf = None
-            t.writelines([out, *buf])
-        else:
-            t.write(out)
-        if down.req_ended:
-            self.await_response(conn)
-        else:
-            conn.deadline = 0.0
-            down.deadline = self.loop.time() + self.lst.client_timeout
-        if down.reading_paused:
-            down.maybe_resume()
-
-    def await_response(self, up: UpstreamConn) -> None:
-        """The request is fully written: the server timeout (and the total) run."""
-        rt = self.route
-        assert rt is not None
-        up.deadline = self.loop.time() + rt.server_timeout
-        total = rt.total_timeout
-        if total:
-            up.deadline = min(up.deadline, self.started + total)
-
-    def _request_head(self, head: RequestHead, server: ServerState) -> bytes:
-        """The forwarded head on the general path: the client's block, the forwarding
-        fields (pyvs.l7.filters.forwarded), the filters' fields, framing."""
-        block = head.block
-        if head.version == b"1.0":
-            block = block.replace(b" HTTP/1.0\r\n", b" HTTP/1.1\r\n", 1)
-            if head.host is None and not any(line[:5].lower() == b"host:" for line in self.add_lines):
-                block += b"Host: " + server.host_header + b"\r\n"
-        parts = [block]
-        self.lst.forwarded.add(parts, head, self.client_ip, self.trusted)
-        if self.add_lines:
-            parts += self.add_lines
-        if head.framing == CHUNKED:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-        if head.upgrade:
-            parts += (b"Connection: upgrade\r\nUpgrade: ", head.upgrade, b"\r\n")
-        parts.append(b"\r\n")
-        return b"".join(parts)
-
-    def request_body(self, chunk: bytes) -> None:
-        """Body bytes from the client: to the server, or kept until one is ready."""
-        up = self.up
-        if up is not None and up.transport is not None:
-            up.transport.write(chunk)  # written past the high-water mark too: reading pauses
-        else:
-            if self.req_buf is None:
-                self.req_buf = []
-            self.req_buf.append(chunk)
-            self.down.pause_reading()
-
-    def request_ended(self) -> None:
-        up = self.up
-        if up is not None:
-            self.await_response(up)
-
-    def upstream_write_blocked(self, blocked: bool) -> None:
-        down = self.down
-        up = self.up
-        if blocked:
-            down.up_write_blocked = True
-            down.pause_reading()
-            if up is not None and not down.req_ended and not down.in_tunnel():
-                # A server that stops reading the upload is bounded by the server timeout.
-                up.deadline = self.loop.time() + self.route.server_timeout  # type: ignore[union-attr]
-        else:
-            down.up_write_blocked = False
-            if up is not None and not down.req_ended and not down.in_tunnel():
-                up.deadline = 0.0
-            down.maybe_resume()
-
-    def upstream_timeout(self, conn: UpstreamConn) -> None:
-        if conn is self.connecting:
-            self.worker.stats.connect_timeouts += 1
-            if self.connect_task is not None:
-                self.connect_task.cancel()  # -> _connect_done: retry elsewhere or 504
-            return
-        if conn is not self.up:
-            conn.close()
-            return
-        self.worker.stats.server_timeouts += 1
-        self._passive_error(conn.server, "timeout")
-        log.warning("server %s/%s timed out", conn.server.backend.name, conn.server.name)
-        self.up = None
-        self.server_done()
-        conn.abort()
-        down = self.down
-        if self.resp_started or down.in_tunnel():
-            down.abort()
-        else:
-            down.send_error(504, close=not down.req_ended)
-
-    def upstream_lost(self, conn: UpstreamConn, exc: Exception | None) -> None:
-        if conn is self.connecting or conn is not self.up:
-            return  # a failed connect is handled by _connect_done
-        self.up = None
-        self.server_done()
-        down = self.down
-        if down.in_tunnel():
-            down.tunnel_ended()
-            return
-        if self.resp_started:
-            if down.response_until_close() and exc is None:
-                self._response_complete(None)
-            else:
-                self.worker.stats.truncated_responses += 1
-                log.warning("server %s/%s closed mid-response", conn.server.backend.name, conn.server.name)
-                down.abort()
-            return
-        head = self.head
-        backend = self.backend
-        assert head is not None and backend is not None
-        if (
-            conn.bytes_in == 0
-            and head.replayable
-            and self.attempts <= self._retries(backend)
-            and not isinstance(exc, ProtocolError)
-        ):
-            # Typically a pooled connection the server closed as we reused it.
-            self.worker.stats.retries += 1
-            self.tried = self.tried | conn.server.index_set
-            self._attempt(backend, head)
-            return
-        conn.server.responses_5xx += 1
-        self._passive_error(conn.server, "5xx")
-        if exc is not None:
-            log.warning("server %s/%s failed: %s", conn.server.backend.name, conn.server.name, exc)
-        down.send_error(502, close=True)
-
-    def server_done(self, ok: bool | None = None) -> None:
-        """The exchange with ``self.server`` is over; ``ok`` (answered without a 5xx)
-        is passed to latency-aware schedulers when the exchange completed. The one
-        place where scheduler bookkeeping ends."""
-        self.down.up_write_blocked = False  # that connection's backpressure is gone
-        server = self.server
-        if server is not None:
-            self.server = None
-            server.active -= 1
-            if server.index >= 0:
-                backend = server.backend
-                backend.scheduler.released(server.target)
-                if ok is not None and backend.observes:  # latency-aware algorithms only
-                    now = self.loop.time()
-                    backend.scheduler.observed(server.target, now - self.started, ok, now)
-
-    def drop_upstream(self) -> None:
-        """Abort the server connection of this exchange (the client broke off)."""
-        up = self.up
-        if up is not None:
-            self.up = None
-            self.server_done()
-            up.abort()
-
-    def _passive_error(self, server: ServerState, kind: str) -> None:
-        """Count a failure on live traffic; report the server after too many in a row."""
-        backend = server.backend
-        if kind in backend.passive_kinds and server.index >= 0:
-            server.consecutive_errors += 1
-            if server.consecutive_errors >= backend.passive_threshold:
-                server.consecutive_errors = 0
-                self.worker.report_outlier(server, kind)
 
     # ----------------------------------------------------------- responses
     def on_response_head(self, rh: ResponseHead) -> int:

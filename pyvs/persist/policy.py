@@ -38,16 +38,16 @@ import asyncio
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pyvs.persist.cookie import CookieCodec, CookieSpec, CookieValue, private_cache, server_id
 from pyvs.persist.store import LEARN, MOVE
 from pyvs.persist.table import StickTable, header_pattern, header_value, query_param, source_key, value_key
 
 if TYPE_CHECKING:
+    from pyvs.balance.base import PickContext
     from pyvs.config.persist_schema import Persistence as PersistenceConfig
     from pyvs.http.h1 import RequestHead, ResponseHead
-    from pyvs.l7.exchange import Exchange
     from pyvs.upstream.server import BackendRuntime, ServerState
 
 SWEEP_INTERVAL = 1.0
@@ -55,6 +55,18 @@ SWEEP_LIMIT = 5000
 # A head forwarded byte for byte may still hold "Connection: keep-alive" (the one
 # hop-by-hop field a raw response may carry); a rebuilt head must not.
 _CONNECTION_LINE = re.compile(rb"\r\n(?i:connection):[^\r\n]*(?=\r\n)")
+
+
+class Exchange(Protocol):
+    """What persistence reads of an L7 exchange (pyvs.l7.exchange.Exchange): persist/
+    names no proxy class."""
+
+    stick: Sticky | None
+    client_ip: bytes
+    loop: asyncio.AbstractEventLoop
+    worker: Any  # its stats count redispatches
+
+    def pick_context(self, exclude: frozenset[int], now: float) -> PickContext: ...
 
 
 class Sticky:
