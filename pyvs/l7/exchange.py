@@ -140,6 +140,7 @@ class Exchange(UpstreamLeg):
         short path (bodiless idempotent HTTP/1.1 keep-alive with a Host)."""
         self.head = head
         self.resp_started = False
+        self.req_buf = None
         if self.add_lines:
             self.add_lines = []  # the previous request's filters' lines
         lst = self.lst
