@@ -106,13 +106,23 @@ def _is_ip_literal(name: str) -> bool:
 
 
 def parse_cidrs(values: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """Parse CIDRs (a bare address is a /32 or /128); ValueError names the bad one."""
+    """Parse CIDRs (a bare address is a /32 or /128, ``all`` both families) with the
+    parser the workers use (pyvs.l7.cidr): what check accepts, a worker can build.
+    ValueError names the bad entry."""
+    from pyvs.l7.cidr import parse_network
+
     nets = []
     for item in values:
+        if not isinstance(item, str):
+            raise ValueError(f"expected a CIDR like 10.0.0.0/8, got {item!r}")
         try:
-            nets.append(ipaddress.ip_network(item, strict=False))
-        except (ValueError, TypeError):
-            raise ValueError(f"expected a CIDR like 10.0.0.0/8, got {item!r}") from None
+            nets += parse_network(item)
+        except ValueError:
+            try:
+                meant = ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"expected a CIDR like 10.0.0.0/8, got {item!r}") from None
+            raise ValueError(f"{item!r} has host bits set: write {str(meant)!r} (or the address alone)") from None
     return nets
 
 

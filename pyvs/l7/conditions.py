@@ -24,7 +24,8 @@ import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from pyvs.config.route_schema import CheckValue, compile_pattern, parse_cidrs
+from pyvs.config.route_schema import CheckValue, compile_pattern
+from pyvs.l7.cidr import NetworkSet
 
 if TYPE_CHECKING:
     from pyvs.l7.language import LanguageNegotiator
@@ -34,7 +35,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # A worker sees many client addresses; clearing when full bounds a flood of new ones.
-_CIDR_CACHE_MAX = 4096
 
 
 def parse_ip(raw: bytes) -> IPAddress | None:
@@ -58,25 +58,7 @@ def _show(value: bytes | None) -> str:
     return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
-class CidrSet:
-    """Is an address (as the bytes the connection reports) inside any of these networks?"""
-
-    __slots__ = ("_cache", "nets", "text")
-
-    def __init__(self, cidrs: Sequence[str]) -> None:
-        self.nets: tuple[IPNetwork, ...] = tuple(parse_cidrs(list(cidrs)))
-        self.text = ", ".join(cidrs)
-        self._cache: dict[bytes, bool] = {}
-
-    def __contains__(self, ip: bytes) -> bool:
-        hit = self._cache.get(ip)
-        if hit is None:
-            addr = parse_ip(ip)
-            hit = addr is not None and any(addr.version == n.version and addr in n for n in self.nets)
-            if len(self._cache) >= _CIDR_CACHE_MAX:
-                self._cache.clear()
-            self._cache[ip] = hit
-        return hit
+CidrSet = NetworkSet  # the matcher of access lists and source conditions (pyvs.l7.cidr)
 
 
 class Access:

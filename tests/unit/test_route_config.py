@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+
 import pytest
 
 from pyvs.config.loader import ConfigError, load_text
@@ -267,3 +270,26 @@ def test_l4_listeners_refuse_vhosts_and_acls() -> None:
     with pytest.raises(ConfigError) as info:
         load_text(text + BACKENDS)
     assert info.value.problems == ["listeners[0]: vhosts, allow and deny are for http listeners"]
+
+
+def test_a_list_check_accepts_is_one_a_worker_builds() -> None:
+    """One CIDR parser for the schema and the workers: 'all' and IPv4-mapped networks
+    are accepted by both; host bits set are refused by check, naming the network meant."""
+    from pyvs.config.loader import ConfigError, load_text
+    from pyvs.runtime.worker import WorkerRuntime
+
+    ok = load_text(
+        'listeners: [{name: web, bind: ["127.0.0.1:1"], allow: [all, "::ffff:10.0.0.0/104"],'
+        ' routes: [{backend: b, match: {source: [all]}}]}]\n'
+        'backends: [{name: b, servers: [{name: s, address: "127.0.0.1:2"}]}]\n'
+    )
+    loop = asyncio.new_event_loop()
+    try:
+        WorkerRuntime(ok, 0, loop)  # builds the ACL filter and the source condition
+    finally:
+        loop.close()
+    with pytest.raises(ConfigError, match=re.escape("host bits set: write '10.0.0.0/8'")):
+        load_text(
+            'listeners: [{name: web, bind: ["127.0.0.1:1"], allow: ["10.0.0.5/8"], backend: b}]\n'
+            'backends: [{name: b, servers: [{name: s, address: "127.0.0.1:2"}]}]\n'
+        )

@@ -10,8 +10,9 @@ written as ``allow: [10.0.0.0/8], deny: [10.0.0.5]``. (nginx's
 ``deny 10.0.0.5; allow 10.0.0.0/8; deny all;`` means the same.)
 
 At load time each list becomes, per address family, a sorted tuple of merged
-``[first, last]`` integer ranges, so a lookup is one :func:`bisect.bisect_right`
-whatever the number of networks. In front of that sits a small per-filter dict from
+``[first, last]`` integer ranges (:mod:`pyvs.l7.cidr`, shared with ``source``
+conditions and the config's validation), so a lookup is one bisection whatever the
+number of networks. In front of that sits a small per-filter dict from
 the client address as bytes to the decision: a keep-alive connection, or a client
 that comes back, costs one dict lookup per request. The dict is emptied when it
 reaches :attr:`SourceAcl.CACHE_SIZE` entries (a bound, not an LRU: refilling it
@@ -30,81 +31,16 @@ front of pyvs (a 404 is cacheable by default) must not serve it to anyone else.
 
 from __future__ import annotations
 
-import ipaddress
-import socket
-from bisect import bisect_right
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from pyvs.l7.cidr import Ranges, parse_address, parse_networks
 from pyvs.l7.filters.base import Filter, Reply, Verdict
 
 if TYPE_CHECKING:
     from pyvs.l7.filters.base import FilterExchange
 
-_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
-
-
-def parse_network(text: str) -> list[_Network]:
-    """The network(s) ``text`` names: a CIDR, a single address, or ``all`` (both families).
-
-    Host bits set (``10.0.0.1/8``) are an error, as a typo there widens or narrows a
-    rule silently.
-    """
-    if text.strip() == "all":
-        return [ipaddress.IPv4Network("0.0.0.0/0"), ipaddress.IPv6Network("::/0")]
-    try:
-        net = ipaddress.ip_network(text.strip())
-    except ValueError as exc:
-        raise ValueError(f"source ACL: {text!r} is not an address or CIDR network: {exc}") from None
-    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96 and net.subnet_of(_MAPPED):
-        mapped = net.network_address.ipv4_mapped
-        assert mapped is not None
-        return [ipaddress.IPv4Network((mapped, net.prefixlen - 96))]
-    return [net]
-
-
-class Ranges:
-    """Networks as merged, sorted integer ranges per family; membership by bisection."""
-
-    __slots__ = ("empty", "v4", "v6")
-
-    def __init__(self, networks: Sequence[_Network]) -> None:
-        self.empty = not networks
-        self.v4 = self._merge([n for n in networks if n.version == 4])
-        self.v6 = self._merge([n for n in networks if n.version == 6])
-
-    @staticmethod
-    def _merge(networks: list[_Network]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        spans = sorted((int(n.network_address), int(n.broadcast_address)) for n in networks)
-        starts: list[int] = []
-        ends: list[int] = []
-        for first, last in spans:
-            if ends and first <= ends[-1] + 1:
-                ends[-1] = max(ends[-1], last)
-            else:
-                starts.append(first)
-                ends.append(last)
-        return tuple(starts), tuple(ends)
-
-    def contains(self, version: int, addr: int) -> bool:
-        starts, ends = self.v4 if version == 4 else self.v6
-        i = bisect_right(starts, addr) - 1
-        return i >= 0 and addr <= ends[i]
-
-
-def parse_address(ip: bytes) -> tuple[int, int] | None:
-    """``(version, integer)`` of a textual address, IPv4-mapped IPv6 as IPv4; None if unparsable."""
-    try:
-        text = ip.decode("ascii")
-        if b":" not in ip:
-            return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
-        value = int.from_bytes(socket.inet_pton(socket.AF_INET6, text.partition("%")[0]), "big")
-    except (UnicodeDecodeError, OSError, ValueError):
-        return None
-    if value >> 32 == 0xFFFF:
-        return 4, value & 0xFFFFFFFF
-    return 6, value
+__all__ = ["SourceAcl", "parse_address"]
 
 
 class SourceAcl(Filter):
@@ -122,8 +58,8 @@ class SourceAcl(Filter):
             raise ValueError("source ACL: give allow or deny networks")
         if not 400 <= status <= 599:
             raise ValueError(f"source ACL: status {status} is not an error status (400-599)")
-        self._allow = Ranges([n for text in allow for n in parse_network(text)])
-        self._deny = Ranges([n for text in deny for n in parse_network(text)])
+        self._allow = Ranges(parse_networks(allow))
+        self._deny = Ranges(parse_networks(deny))
         self.status = status
         self._reply = Reply(
             status,
