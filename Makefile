@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 APT_TEST := curl keepalived iproute2 redis-server nftables
 APT_BENCH := wrk haproxy nginx-light libnginx-mod-stream curl nftables
 
-.PHONY: run test deps venv lint bench clean
+.PHONY: run test deps venv lint bench soak clean
 
 # setup.py builds the optional C head scanner (pyvs/http/_scan.c) in place.
 $(STAMP): pyproject.toml setup.py pyvs/http/_scan.c
@@ -37,6 +37,13 @@ lint: venv
 bench: venv
 	@bash scripts/apt-ensure.sh $(APT_BENCH)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Not CI: SOAK_MINUTES (default 10) of mixed traffic through pyvs while servers are
+# killed and restarted; fails on a truncated-as-complete response, a checksum mismatch,
+# or RSS / fd growth (bench/soak.py).
+SOAK_MINUTES ?= 10
+soak: venv
+	SOAK_MINUTES=$(SOAK_MINUTES) $(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -65,6 +65,8 @@ def load_text(text: str, source: str = "<config>") -> Config:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(source, [f"{where}invalid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    except RecursionError:
+        raise ConfigError(source, ["invalid YAML: nested too deeply"]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

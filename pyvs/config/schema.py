@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from pyvs.config.health_schema import HealthCheck, PassiveHealth, SorryConfig, merge_server_health
 from pyvs.config.l4_schema import DataPlane, KernelConfig, ProxyVersion, QueueConfig, TcpConfig, UdpConfig, check_l4
@@ -44,11 +44,76 @@ class AdminConfig(Model):
     listen: str | None = Field(
         "127.0.0.1:9090", description="host:port of the admin HTTP server; null disables it."
     )
+    token_file: str | None = Field(
+        None,
+        validate_default=True,
+        description=(
+            "File holding the admin bearer token (read at start, whitespace stripped); every "
+            "request must then carry `Authorization: Bearer <token>`. Required when listen is "
+            "not a loopback address."
+        ),
+    )
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: str | None) -> str | None:
         return None if v is None else _address(v)
+
+    @field_validator("token_file")
+    @classmethod
+    def _token_file(cls, v: str | None, info: ValidationInfo) -> str | None:
+        listen = info.data.get("listen")  # absent when listen itself is invalid
+        if v is None:
+            if isinstance(listen, str) and not cls.is_loopback(listen):
+                raise ValueError("required when admin.listen is not a loopback address")
+            return None
+        cls.read_token_file(v)  # so `pyvs check` (and a start) refuses a file it cannot use
+        return v
+
+    @staticmethod
+    def is_loopback(listen: str) -> bool:
+        """Whether ``listen``'s host is a loopback address: 127.0.0.0/8, ::1 (also IPv4-mapped)
+        or the name ``localhost``. Any other name counts as reachable from elsewhere: pyvs
+        does not look names up when checking a config."""
+        host, _ = parse_address(listen)
+        if host.lower().rstrip(".") == "localhost":
+            return True
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped.is_loopback
+        return ip.is_loopback
+
+    @staticmethod
+    def read_token_file(path: str) -> bytes:
+        """The token in ``path``, surrounding whitespace stripped. ValueError (the reason,
+        without the key) when the file cannot be read, is empty, or holds a token that
+        cannot travel in an HTTP header (printable ASCII without spaces only)."""
+        try:
+            with open(path, "rb") as f:
+                data = f.read(65537)
+        except OSError as exc:
+            raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if len(data) > 65536:
+            raise ValueError(f"{path} is larger than 64 KiB; it should hold only the token")
+        token = data.strip()
+        if not token:
+            raise ValueError(f"{path} is empty; it must hold the admin token")
+        if any(not 0x21 <= b <= 0x7E for b in token):
+            raise ValueError(f"the token in {path} must be printable ASCII without spaces")
+        return token
+
+    def token(self) -> bytes | None:
+        """Read the token now (at start); None when no token_file is set. The ValueError
+        names the key: ``admin.token_file: cannot read ...``."""
+        if self.token_file is None:
+            return None
+        try:
+            return self.read_token_file(self.token_file)
+        except ValueError as exc:
+            raise ValueError(f"admin.token_file: {exc}") from None
 
 
 class DemoServer(Model):
@@ -124,6 +189,15 @@ class Listener(Model):
     timeouts: ListenerTimeouts = Field(default_factory=ListenerTimeouts, description="Client timeouts.")
     max_header_size: Size = Field(
         65536, ge=1024, description="Largest accepted request head (request line and headers)."
+    )
+    max_headers: int = Field(
+        100, ge=1, le=10000, description="Most header fields in a request head; more are answered 431."
+    )
+    max_body: Size = Field(
+        0, ge=0, description="Largest accepted request body (413 beyond it); 0 = no limit."
+    )
+    max_client_connections: int = Field(
+        0, ge=0, description="Most connections open at once from one client address, per worker; 0 = no limit."
     )
     backlog: int = Field(1024, ge=1, description="listen() backlog.")
     # Layer 4 (tcp/udp); docs/layer4.md. The groups live in pyvs/config/l4_schema.py.
@@ -333,6 +407,17 @@ class Config(Model):
                 if addr in binds:
                     errors.append(f"listeners[{i}].bind: {addr} is also bound by listener {binds[addr]!r}")
                 binds[addr] = lst.name
+
+        # The admin API and demo servers are TCP servers of the supervisor: on a TCP
+        # listener's address (or each other's) the start would fail "address in use".
+        taken = {a: f"listener {x.name!r}" for x in self.listeners if x.mode != "udp" for a in x.bind}
+        own = [("admin.listen", self.admin.listen)]
+        own += [(f"demo.servers[{j}].listen", d.listen) for j, d in enumerate(self.demo.servers)]
+        for key, mine in own:
+            if mine is not None and mine in taken:
+                errors.append(f"{key}: {mine} is also bound by {taken[mine]}")
+            elif mine is not None:
+                taken[mine] = key
         if not errors:
             errors.extend(check_l4(self))
         if errors:

@@ -44,7 +44,7 @@ typedef struct {
 } Proto;
 
 static Proto REQ, RESP;
-static Py_ssize_t R_BLOCK, R_METHOD, R_TARGET, R_HOST, R_HOSTS, R_FRAMING, R_LENGTH;
+static Py_ssize_t R_BLOCK, R_METHOD, R_TARGET, R_HOST, R_HOSTS, R_FRAMING, R_LENGTH, R_FIELDS;
 static Py_ssize_t S_BLOCK, S_STATUS, S_FRAMING, S_LENGTH, S_KEEP_ALIVE;
 
 /* Read a template's slot offsets into ``p`` (not yet in use: bind() commits). */
@@ -112,13 +112,13 @@ bind(PyObject *module, PyObject *args)
 {
     PyObject *req, *resp, *old_req = REQ.tmpl, *old_resp = RESP.tmpl;
     Proto nreq, nresp;
-    Py_ssize_t r[7], o[5];
-    static const char *const rn[7] = {"block", "method", "target", "host", "_hosts", "framing", "length"};
+    Py_ssize_t r[8], o[5];
+    static const char *const rn[8] = {"block", "method", "target", "host", "_hosts", "framing", "length", "fields"};
     static const char *const on[5] = {"block", "status", "framing", "length", "keep_alive"};
     int i;
     if (!PyArg_ParseTuple(args, "OO", &req, &resp)) return NULL;
     if (proto_read(&nreq, req) < 0 || proto_read(&nresp, resp) < 0) return NULL;
-    for (i = 0; i < 7; i++)
+    for (i = 0; i < 8; i++)
         if ((r[i] = slot_offset(req, rn[i])) < 0) return NULL;
     for (i = 0; i < 5; i++)
         if ((o[i] = slot_offset(resp, on[i])) < 0) return NULL;
@@ -127,7 +127,7 @@ bind(PyObject *module, PyObject *args)
     REQ = nreq;
     RESP = nresp;
     R_BLOCK = r[0], R_METHOD = r[1], R_TARGET = r[2], R_HOST = r[3], R_HOSTS = r[4], R_FRAMING = r[5];
-    R_LENGTH = r[6];
+    R_LENGTH = r[6], R_FIELDS = r[7];
     S_BLOCK = o[0], S_STATUS = o[1], S_FRAMING = o[2], S_LENGTH = o[3], S_KEEP_ALIVE = o[4];
     Py_XDECREF(old_req);
     Py_XDECREF(old_resp);
@@ -283,7 +283,7 @@ scan_request(PyObject *module, PyObject *arg)
     PyObject *method = NULL, *target, *hostobj, *block, *lenobj = NULL, *res;
     Py_ssize_t n;
     long long length = -1;
-    int i, hosts = 0;
+    int i, hosts = 0, fields = 0;
 
     if (!PyBytes_Check(arg)) {
         PyErr_SetString(PyExc_TypeError, "scan_request() takes bytes");
@@ -316,6 +316,9 @@ scan_request(PyObject *module, PyObject *arg)
     /* Field lines up to the final CRLF (the block's last four bytes are CRLF CRLF, and
      * a field line ends at its first CR, so the lines end exactly there). */
     while (p < end - 2) {
+        /* Counted for the listener's max_headers; past 255 llhttp's path counts (so the
+         * count below is always a cached small int). */
+        if (++fields > 255) Py_RETURN_NONE;
         switch (field(&p, end, &vs, &ve)) {
         case F_OTHER:
             break;
@@ -362,6 +365,7 @@ scan_request(PyObject *module, PyObject *arg)
     put(res, R_HOST, hostobj);
     put(res, R_BLOCK, block);
     put(res, R_HOSTS, PyLong_FromLong(1)); /* a cached small int: cannot fail */
+    put(res, R_FIELDS, PyLong_FromLong(fields)); /* <= 255: a cached small int, cannot fail */
     return res;
 }
 

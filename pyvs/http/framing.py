@@ -62,14 +62,20 @@ class ChunkedBody:
     ``feed`` consumes the raw chunked stream; with ``decode=True`` the chunk data
     found is appended to ``decoded`` (a list of bytes) for a recipient that needs it
     without the coding, and the trailer section is kept in ``trailers``.
+
+    ``limit`` (0: none) bounds the sum of the chunk sizes: a chunk-size line that
+    takes it past the limit raises ``ProtocolError`` with status 413, before any of
+    that chunk's data is passed on.
     """
 
-    __slots__ = ("_line", "_state", "decode", "decoded", "remaining", "trailer_bytes", "trailers")
+    __slots__ = ("_line", "_state", "decode", "decoded", "limit", "remaining", "total", "trailer_bytes", "trailers")
 
-    def __init__(self, decode: bool = False) -> None:
+    def __init__(self, decode: bool = False, limit: int = 0) -> None:
         self._state = _SIZE
         self._line = b""
         self.remaining = 0
+        self.total = 0
+        self.limit = limit
         self.decode = decode
         self.decoded: list[bytes] = []
         self.trailers = b""
@@ -101,7 +107,9 @@ class ChunkedBody:
                 nl = data.find(b"\n", pos)
                 if nl < 0:
                     self._line += data[pos:]
-                    if len(self._line) > _MAX_LINE:
+                    # A line cut between its CR and LF: the CR is not part of the line
+                    # (whole or split, a line means the same).
+                    if len(self._line) - self._line.endswith(b"\r") > _MAX_LINE:
                         raise ProtocolError("chunk line too long")
                     return n, False
                 line = self._line + data[pos:nl] if self._line else data[pos:nl]
@@ -129,8 +137,14 @@ class ChunkedBody:
             raise ProtocolError(f"invalid chunk size {size[:20]!r}")
         if ext and (b"\r" in ext or b"\n" in ext or b"\x00" in ext):
             raise ProtocolError("invalid chunk extension")
-        self.remaining = int(size, 16)
-        self._state = _DATA if self.remaining else _TRAILER
+        self.remaining = n = int(size, 16)
+        if n:
+            self.total += n
+            if self.limit and self.total > self.limit:
+                raise ProtocolError("request body too large", 413)
+            self._state = _DATA
+        else:
+            self._state = _TRAILER
 
     def _trailer_line(self, line: bytes) -> None:
         name, colon, _ = line.partition(b":")

@@ -168,9 +168,9 @@ class RequestHead:
     """
 
     __slots__ = (
-        "_bad_coding", "_complete", "_conn", "_hosts", "_strip", "block", "expect_continue", "forwarded",
-        "framing", "host", "keep_alive", "length", "method", "target", "upgrade", "version", "xf_host",
-        "xf_proto", "xff",
+        "_bad_coding", "_complete", "_conn", "_hosts", "_strip", "block", "expect_continue", "fields",
+        "forwarded", "framing", "host", "keep_alive", "length", "method", "target", "upgrade", "version",
+        "xf_host", "xf_proto", "xff",
     )
 
     def __init__(self) -> None:
@@ -188,6 +188,7 @@ class RequestHead:
         self.xf_proto: bytes | None = None
         self.xf_host: bytes | None = None
         self.forwarded: bytes | None = None
+        self.fields: int = 0  # field lines in the head (listener max_headers)
         self._hosts: int = 0  # parse state
         self._conn: list[bytes] | None = None
         self._strip: bool = False
@@ -195,6 +196,7 @@ class RequestHead:
         self._complete: bool = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields += 1
         code = _NAMES.get(name)
         if code is None:
             if name[0] not in _FIRST:
@@ -301,7 +303,9 @@ def parse_request_head(block: bytes) -> RequestHead:
         raise ProtocolError("malformed head")
     line_end = block.find(b"\r\n")
     parts = block[:line_end].split(b" ")
-    if len(parts) != 3 or not parts[1]:
+    if len(parts) != 3 or not parts[1] or block[0] in (10, 13):
+        # (llhttp skips empty lines before a request line; the method read here would
+        # then carry them, and routes and ACLs would not see the method the server runs)
         raise ProtocolError("malformed request line")
     method, target, version = parts
     head.method = method
@@ -387,11 +391,17 @@ def to_origin_form(head: RequestHead) -> None:
 
 
 class ResponseHead:
-    """A validated response head. ``block`` as for :class:`RequestHead`."""
+    """A validated response head. ``block`` as for :class:`RequestHead`.
+
+    ``codings``: the transfer codings applied before the final chunked coding (or
+    all of them for a body delimited by the close), lower-cased and joined with
+    ``", "`` (``b"gzip"``); None when the body has no transfer coding but chunked.
+    The Transfer-Encoding field itself is removed from ``block`` (hop-by-hop): a
+    client that gets the body with its coding must be told it again."""
 
     __slots__ = (
-        "_complete", "_conn", "_hop", "block", "framing", "keep_alive", "length", "raw_ok", "status", "upgrade",
-        "version",
+        "_complete", "_conn", "_hop", "_te", "block", "codings", "framing", "keep_alive", "length", "raw_ok",
+        "status", "upgrade", "version",
     )
 
     def __init__(self) -> None:
@@ -406,7 +416,9 @@ class ResponseHead:
         # keep-alive client: no hop-by-hop field other than "Connection: keep-alive".
         self.raw_ok: bool = True
         self._conn: list[bytes] | None = None  # parse state
+        self.codings: bytes | None = None
         self._hop: bool = False
+        self._te: bytes | None = None
         self._complete: bool = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -417,10 +429,9 @@ class ResponseHead:
             code = _classify(name)
         if code < 0:
             return
-        if code == _F_CL:
-            if self.framing != CHUNKED:
-                self.framing = LENGTH
-                self.length = int(value)  # llhttp accepts digits only, one value
+        if code == _F_CL:  # llhttp refuses it together with Transfer-Encoding
+            self.framing = LENGTH
+            self.length = int(value)  # llhttp accepts digits only, one value
         elif code == _F_CONN:
             if value == b"keep-alive" and self._conn is None:  # what nearly every server sends
                 self._conn = _KEEPALIVE_TOKENS
@@ -430,10 +441,8 @@ class ResponseHead:
             if toks != _KEEPALIVE_TOKENS:  # "Keep-Alive", "KEEP-ALIVE ": still forwarded byte for byte
                 self._hop = True
         elif code == _F_TE:
-            self._hop = True
-            if value.strip(b" \t").lower().endswith(b"chunked"):
-                self.framing = CHUNKED
-                self.length = 0
+            self._hop = True  # the codings are read once the whole head is known
+            self._te = value if self._te is None else self._te + b"," + value
         elif code == _F_UPGRADE:
             self.upgrade = value.strip(b" \t")
             self._hop = True
@@ -442,6 +451,41 @@ class ResponseHead:
 
     def on_headers_complete(self) -> None:
         self._complete = True
+
+
+# Transfer codings a response may carry besides chunked (RFC 9112 7, the IANA
+# registry; x-gzip and x-compress as gzip and compress). pyvs never decodes them: it
+# passes them on to an HTTP/1.1 client in Transfer-Encoding.
+_CODINGS = frozenset({b"gzip", b"x-gzip", b"deflate", b"compress", b"x-compress"})
+
+
+def _response_codings(rh: ResponseHead, te: bytes) -> None:
+    """The framing of a response with Transfer-Encoding (RFC 9112 6.1, 6.3).
+
+    Final coding chunked: a chunked body, the codings before it kept in ``codings``.
+    Final coding another one: a body delimited by the close (6.3 rule 4 for
+    responses), all codings kept. Anything pyvs cannot name, chunked anywhere but
+    last (applied twice, or under another coding it would have to re-chunk), an empty
+    field or a coding with parameters: 502, as nothing of it can be forwarded right.
+    (Content-Length together with Transfer-Encoding was refused by llhttp already.)
+    """
+    codings = [c.strip(b" \t").lower() for c in te.split(b",")]
+    codings = [c for c in codings if c]  # empty list elements are ignored (RFC 9110 5.6.1)
+    if not codings:
+        raise ProtocolError("empty Transfer-Encoding", 502)
+    for c in codings[:-1]:
+        if c not in _CODINGS:
+            raise ProtocolError(f"transfer coding {c[:40]!r} not supported before the last one", 502)
+    last = codings[-1]
+    if last == b"chunked":
+        rh.framing = CHUNKED
+        del codings[-1]
+    elif last in _CODINGS:
+        rh.framing = UNTIL_CLOSE
+    else:
+        raise ProtocolError(f"unknown transfer coding {last[:40]!r}", 502)
+    rh.length = 0
+    rh.codings = b", ".join(codings) if codings else None
 
 
 # First bytes of the response fields pyvs acts on (framing and hop-by-hop).
@@ -463,8 +507,12 @@ def parse_response_head(block: bytes, *, head_request: bool) -> ResponseHead:
         raise _rejected(exc) from None
     if not rh._complete:
         raise ProtocolError("malformed head")
+    if rh._te is not None:
+        _response_codings(rh, rh._te)
     version = block[5:8]
     rh.status = status = int(block[9:12])
+    if not 100 <= status <= 599:  # RFC 9110 15: a three-digit code of the classes 1xx-5xx
+        raise ProtocolError(f"invalid status code {status}", 502)
     if head_request or status < 200 or status == 204 or status == 304:
         rh.framing = NO_BODY
     conn_tokens = rh._conn

@@ -41,6 +41,7 @@ REASONS = {
 _BODIES = {
     400: b"pyvs: the request is malformed.\n",
     408: b"pyvs: the request took too long to arrive.\n",
+    413: b"pyvs: the request body is too large.\n",
     431: b"pyvs: the request head is too large.\n",
     502: b"pyvs: the server failed to answer properly.\n",
     503: b"pyvs: no server is available to handle this request.\n",

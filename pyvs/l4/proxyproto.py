@@ -97,6 +97,8 @@ def _parse_v1(data: bytes) -> ProxyHeader | None:
             raise ProxyProtocolError("PROXY v1: no CRLF within 107 bytes")
         return None
     line = data[len(V1_PREFIX) : end]
+    if b"\n" in line:  # a bare LF: refused whether or not the CRLF arrived in the same read
+        raise ProxyProtocolError("PROXY v1: no CRLF within 107 bytes")
     parts = line.split(b" ")
     if parts[0] == b"UNKNOWN":
         return ProxyHeader(1, None, None, end + 2, "")

@@ -20,12 +20,26 @@ Backpressure both ways: a full server socket pauses reading from the client; a f
 client socket pauses reading from the server. A response that cannot be completed
 (the server died mid-body, a timeout after the head was sent) ends with the client
 connection closed before the message is complete, so the client can never take a
-truncated body for a whole one.
+truncated body for a whole one. A client whose response ends with the close (an
+HTTP/1.0 client of a chunked or unframed body) cannot see the gap in the framing:
+for it :meth:`abort` resets the connection (SO_LINGER 0: an RST, not a FIN; uvloop's
+``transport.abort()`` alone sends a FIN, tests/integration/test_truncation.py checks
+the wire).
+
+Limits (docs/security.md): ``max_header_size`` and ``max_headers`` (431), ``max_body``
+(413, from Content-Length before anything is sent; a chunked body is counted by its
+framer), ``max_client_connections`` (per worker, counted at accept). A head that can
+never complete -- bare LF line ends, an HTTP/0.9 request line -- is answered 400 at
+once instead of waiting for the request timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import socket
+import struct
+import weakref
 from typing import TYPE_CHECKING
 
 from pyvs.http.errors import ProtocolError
@@ -54,6 +68,33 @@ WAIT = 2  # request complete, response under way
 TUNNEL = 3  # after 101: raw bytes both ways
 PROXY = 4  # accept_proxy: waiting for the PROXY protocol header
 
+# SO_LINGER {on, 0 s}: close() resets the connection (RST) instead of ending it (FIN).
+_LINGER_RESET = struct.pack("ii", 1, 0)
+# A line end that is not CRLF: such a head never shows CRLF CRLF, so it is refused as
+# soon as it is seen (only looked for while a head is incomplete).
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+# max_client_connections: open connections per client address, per listener of this
+# worker (one table per ListenerRuntime; a reload builds new ones).
+_CLIENTS: weakref.WeakKeyDictionary[ListenerRuntime, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
+def _client_table(listener: ListenerRuntime) -> dict[str, int]:
+    table = _CLIENTS.get(listener)
+    if table is None:
+        table = _CLIENTS[listener] = {}
+    return table
+
+
+def _incomplete_head_error(data: bytes) -> ProtocolError | None:
+    """The error for a head without CRLF CRLF so far that can never become valid."""
+    if _BARE_LF.search(data) is not None:
+        return ProtocolError("bare LF in the request head")
+    nl = data.find(b"\r\n")
+    if nl >= 0 and data[nl - 9 : nl - 3] != b" HTTP/":
+        return ProtocolError("malformed request line (HTTP/0.9 is not supported)")
+    return None
+
 
 class H1Connection(asyncio.Protocol):
     """Server side of one HTTP/1 client connection (the exchange's downstream)."""
@@ -77,6 +118,9 @@ class H1Connection(asyncio.Protocol):
         self.client_write_blocked = False
         self.resp_until_close = False
         self.resp_encoded = False
+        # The response under way ends with the close for this client (set once: such a
+        # response is the connection's last): a cut must reset, not close.
+        self.resp_by_close = False
         self.close_after = False
         self.tunnel_eofs = 0
         self.closed = False
@@ -84,13 +128,21 @@ class H1Connection(asyncio.Protocol):
         # with one writelines(): head, body and terminator usually cost one syscall.
         self.wbuf: list[bytes] = []
         self.ex = Exchange(listener, self)
+        cfg = listener.cfg
+        self.max_body = cfg.max_body
+        self.max_headers = cfg.max_headers
+        self.conn_cap = cfg.max_client_connections
+        self.client_key: str | None = None  # counted in _client_table under this address
 
     # ------------------------------------------------------------------ asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
-        self.ex.set_client(peer[0] if peer else "", local[0] if local else "")
+        ip = peer[0] if peer else ""
+        self.ex.set_client(ip, local[0] if local else "")
+        if self.conn_cap and not self.lst.accept_proxy and not self._admit(ip):
+            return
         w = self.worker
         w.stats.client_connections += 1
         w.connections.add(self)
@@ -135,6 +187,8 @@ class H1Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.client_key is not None:
+            self._leave()
         w = self.worker
         w.connections.discard(self)
         w.sweeper.discard(self)
@@ -181,6 +235,8 @@ class H1Connection(asyncio.Protocol):
         if hdr.src is not None:
             local = hdr.dst[0] if hdr.dst is not None else self.ex.view.local_ip.decode()
             self.ex.set_client(hdr.src[0], local)
+        if self.conn_cap and not self._admit(self.ex.client_ip.decode()):
+            return
         self.inbuf = b""
         self.phase = HEAD
         rest = buf[hdr.consumed :]
@@ -221,6 +277,10 @@ class H1Connection(asyncio.Protocol):
             if len(data) > self.lst.max_head or end >= 0:
                 self._protocol_error(ProtocolError("request head too large", 431))
                 return
+            err = _incomplete_head_error(data)
+            if err is not None:
+                self._protocol_error(err)
+                return
             self.inbuf = data
             if was_idle or not self.deadline:  # a partial head is bounded by the request timeout
                 self.deadline = self.loop.time() + self.lst.request_timeout
@@ -228,6 +288,8 @@ class H1Connection(asyncio.Protocol):
         end += 4
         try:
             head = parse_request_head(data if end == len(data) else data[:end])
+            if head.fields > self.max_headers:  # counted by the parser, whichever path
+                raise ProtocolError("too many header fields", 431)
             if head.target[0] != 47 and head.method != b"CONNECT":  # absolute-form (or "*")
                 to_origin_form(head)  # CONNECT's authority-form gets its 405 from the exchange
         except ProtocolError as exc:
@@ -243,9 +305,16 @@ class H1Connection(asyncio.Protocol):
             self.ex.start(head, head.keep_alive and bool(head.host) and head.version == b"1.1"
                           and not head.upgrade and head.method in IDEMPOTENT)
             return
+        max_body = self.max_body
+        if head.framing != CHUNKED:
+            if max_body and head.length > max_body:
+                self._protocol_error(ProtocolError("request body too large", 413))
+                return
+            self.req_framer = LengthBody(head.length)
+        else:
+            self.req_framer = ChunkedBody(limit=max_body)
         self.phase = BODY
         self.req_ended = False
-        self.req_framer = LengthBody(head.length) if head.framing != CHUNKED else ChunkedBody()
         self.ex.start(head, False)
         if self.phase == BODY and not self.closed:
             self._request_body(data, end)
@@ -309,18 +378,29 @@ class H1Connection(asyncio.Protocol):
             return RAW
         mode = REBUILT
         extra = b""
+        te = b"Transfer-Encoding: chunked\r\n"
+        if rh.codings is not None and framing != NO_BODY:
+            # Codings besides chunked (gzip, chunked): an HTTP/1.1 client gets them
+            # as they are; an HTTP/1.0 client cannot be sent Transfer-Encoding at all
+            # (RFC 9112 6.1), and pyvs does not decode gzip: 502, as nginx answers.
+            if not client11:
+                ex.resp_started = False  # nothing was sent: the exchange answers 502
+                raise ProtocolError("a transfer coding an HTTP/1.0 client cannot take", 502)
+            te = b"Transfer-Encoding: " + rh.codings + b", chunked\r\n"
         if framing == CHUNKED and req.method != b"HEAD":
             if client11:
-                extra = b"Transfer-Encoding: chunked\r\n"
+                extra = te
             else:
                 mode = DECODE
                 close = True
+                self.resp_by_close = True
         elif framing == UNTIL_CLOSE:
             if client11:
                 mode = ENCODE  # keep the client connection: chunk what the server streams
-                extra = b"Transfer-Encoding: chunked\r\n"
+                extra = te
             else:
                 close = True
+                self.resp_by_close = True
         self.resp_encoded = mode == ENCODE
         if close:
             extra += b"Connection: close\r\n"
@@ -496,9 +576,45 @@ class H1Connection(asyncio.Protocol):
             self.transport.close()
 
     def abort(self) -> None:
-        """Close at once: whatever the client got is visibly incomplete."""
+        """Close at once: whatever the client got is visibly incomplete. When the
+        client's response ends with the close (it would take a FIN for the end of the
+        body), the connection is reset instead."""
         self.ex.drop_upstream()
         self.wbuf.clear()
-        if self.transport is not None and not self.closed:
+        t = self.transport
+        if t is not None and not self.closed:
             self.closed = True
-            self.transport.abort()
+            if self.resp_by_close:
+                sock = t.get_extra_info("socket")
+                if sock is not None:
+                    try:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                    except OSError:
+                        pass  # already gone: nothing left to reset
+            t.abort()
+
+    def _admit(self, ip: str) -> bool:
+        """max_client_connections: count this connection under ``ip``, or close it."""
+        if self.client_key is not None:
+            self._leave()  # accept_proxy: the address the PROXY header names replaces the peer's
+        table = _client_table(self.lst)
+        n = table.get(ip, 0)
+        if n >= self.conn_cap:
+            self.closed = True
+            assert self.transport is not None
+            self.transport.close()
+            return False
+        table[ip] = n + 1
+        self.client_key = ip
+        return True
+
+    def _leave(self) -> None:
+        key = self.client_key
+        assert key is not None
+        self.client_key = None
+        table = _client_table(self.lst)
+        n = table.get(key, 0) - 1
+        if n > 0:
+            table[key] = n
+        else:
+            table.pop(key, None)
