@@ -2,34 +2,62 @@
 
 Theory of operation
 -------------------
-``pyvs run`` validates the config, checks every listener address can be bound
-(so "address in use" is reported before anything starts), forks
-``global.workers`` workers and only then creates its own event loop (forking a
-process that already runs an event loop is unsafe). The supervisor's loop runs the
-demo servers, the admin API and one reader per worker channel. A worker that dies
-unexpectedly is restarted; SIGTERM/SIGINT stop the workers gracefully (they drain
-their connections) and then the supervisor exits.
+Start, in this order, so that a failure is found before anything serves:
+
+1. Bind every address pyvs needs (listeners, admin, demo servers) once, before
+   forking: "address in use" is reported while no process exists yet. A listener
+   address on which a socket already listens is refused even when that socket set
+   SO_REUSEPORT (another pyvs): joining it would silently share its connections.
+2. Fork ``global.workers`` workers, then create the event loop (forking a process
+   that already runs an event loop is unsafe). A worker asks the kernel to SIGTERM
+   it when the supervisor dies (``PR_SET_PDEATHSIG``), so workers never outlive it.
+3. In the loop: the kernel data planes, demo servers, admin API, health checks and
+   stick-table hub start; only then are the workers told to open their listeners
+   (a listener opens only once what it routes to is up). Once every worker reports
+   ``ready``, VRRP starts (a new master must be able to serve) and the "running"
+   banner is printed.
+
+A start that fails at any step (:class:`StartError`) prints one line, stops
+whatever already started, and ``pyvs run`` exits 1 with no process left behind.
+A worker that exits or fails before it is ready fails the start; after the start
+a worker that dies is restarted. Once stopping begins (SIGTERM/SIGINT, a failed
+start, a crash of the loop) nothing is restarted: ``stopping`` is set before the
+first await of every stop path. Each worker's exit is learnt from its own pidfd
+and reaped by pid (never ``waitpid(-1)``, which would steal the children of
+health-check or VRRP notify scripts).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import ipaddress
 import json
 import logging
 import os
 import signal
 import socket
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyvs.config.schema import Config
+from pyvs.config.schema import Config, parse_address
 from pyvs.l4.kernel import start_kernel_dataplanes
 from pyvs.runtime.sockets import bind_socket
 from pyvs.runtime.stats import aggregate
+from pyvs.runtime.worker import die_with_parent, reset_signals, run_worker
 
 log = logging.getLogger("pyvs")
+
+READY_TIMEOUT = 15.0  # workers that are not ready by then are logged, not waited for
+RESTART_DELAY = 1.0  # a worker that dies younger than this is restarted after this long
+
+
+class StartError(Exception):
+    """A part the config asks for could not start. ``str()`` is the one line
+    ``pyvs run`` prints (without the ``pyvs: `` prefix)."""
 
 
 @dataclass
@@ -42,6 +70,10 @@ class WorkerHandle:
     restarts: int = 0
     report: dict[str, Any] = field(default_factory=dict)
     writer: asyncio.StreamWriter | None = None
+    exited: asyncio.Event | None = None  # set once the process is reaped (created by _watch)
+    exit_code: int | None = None
+    failure: str | None = None  # why the worker could not open its listeners (its last word)
+    channel_closed: bool = False
 
     def send(self, msg: dict[str, Any]) -> None:
         if self.writer is not None and not self.writer.is_closing():
@@ -55,12 +87,17 @@ class Supervisor:
         self.nworkers = cfg.global_.workers or os.cpu_count() or 1
         self.workers: dict[int, WorkerHandle] = {}
         self.started = time.time()
-        self.stopping = False
+        self.stopping = False  # set first thing on every stop path: no restart from then on
+        self.opened = False  # the workers have been told to open their listeners
+        self.running = False  # the start is over (banner printed)
+        self.failure: StartError | None = None
+        self.stop_event: asyncio.Event | None = None
         self.held: list[socket.socket] = []
+        self.admin_sock: socket.socket | None = None
         self.all_ready: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.vrrp: Any = None  # pyvs.ha.runner.VrrpRunner when cfg.vrrp is set
-        self.exit_code = 0  # 1 when a part the config asks for could not start (VRRP)
+        self.exit_code = 0  # 1 when a part the config asks for could not start
         self.kernel: Any = None  # kernel data planes (pyvs.l4.kernel), set when the loop starts
         from pyvs.health.manager import HealthManager
 
@@ -72,7 +109,23 @@ class Supervisor:
 
     # ---------------------------------------------------------------- start
     def check_binds(self) -> None:
-        """Bind every listener address once (SO_REUSEPORT) to fail early on conflicts."""
+        """Bind every address pyvs will serve on once, before any process is forked,
+        so a conflict is reported while there is nothing to clean up. The admin socket
+        is bound and listening first (connections wait in its backlog until the API
+        is up), so a listener on an overlapping wildcard address is refused here, not
+        later in the workers. Listener sockets are held (bound, not listening) until
+        exit; demo addresses are only probed (aiohttp binds them)."""
+        if self.cfg.admin.listen:
+            try:
+                self.admin_sock = bind_socket(self.cfg.admin.listen, reuse_port=False)
+                self.admin_sock.listen(128)
+            except OSError as exc:
+                raise StartError(f"admin cannot bind {self.cfg.admin.listen}: {_why(exc)}") from None
+        for demo in self.cfg.demo.servers:
+            try:
+                _probe(demo.listen, socket.SOCK_STREAM)
+            except OSError as exc:
+                raise StartError(f"demo server {demo.name!r} cannot bind {demo.listen}: {_why(exc)}") from None
         for lst in self.cfg.listeners:
             if lst.mode != "http" and lst.dataplane != "userspace":
                 continue  # the kernel forwards it; the address need not be local
@@ -83,26 +136,36 @@ class Supervisor:
                         # receive (and drop) its share of the datagrams.
                         bind_socket(addr, kind=socket.SOCK_DGRAM).close()
                     else:
+                        _refuse_if_listening(addr)
                         self.held.append(bind_socket(addr))
                 except OSError as exc:
-                    raise SystemExit(f"pyvs: listener {lst.name!r} cannot bind {addr}: {exc.strerror}") from None
+                    raise StartError(f"listener {lst.name!r} cannot bind {addr}: {_why(exc)}") from None
 
     def spawn(self, index: int) -> WorkerHandle:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         sys.stdout.flush()
         sys.stderr.flush()
+        supervisor = os.getpid()
+        # Signals wait (blocked) across the fork: a child forked by the running loop
+        # inherits the loop's Python-level handlers, and a SIGTERM handled by those
+        # before reset_signals() would be lost, leaving a worker that ignores the stop.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         pid = os.fork()
         if pid == 0:  # child
-            parent.close()
-            for h in self.workers.values():
-                h.chan.close()
-            from pyvs.runtime.worker import run_worker
-
             code = 1
             try:
-                code = run_worker(self.cfg, index, child)
+                reset_signals()
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending SIGTERM ends us now
+                die_with_parent(supervisor)
+                parent.close()
+                for h in self.workers.values():
+                    h.chan.close()
+                for s in [*self.held, *([self.admin_sock] if self.admin_sock else [])]:
+                    s.close()  # the supervisor's: a worker binds its own
+                code = run_worker(self.cfg, index, child, supervisor)
             finally:
                 os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child.close()
         handle = WorkerHandle(index=index, pid=pid, chan=parent)
         old = self.workers.get(index)
@@ -112,74 +175,141 @@ class Supervisor:
         return handle
 
     def run(self) -> int:
+        """Start, serve until told to stop, stop. Returns the exit status; a failed
+        start prints its one line here."""
         import uvloop
 
-        self.check_binds()
-        for i in range(self.nworkers):
-            self.spawn(i)
         try:
-            uvloop.run(self._main())
-        finally:
-            for s in self.held:
-                s.close()
+            try:
+                self.check_binds()
+                for i in range(self.nworkers):
+                    self.spawn(i)
+                uvloop.run(self._main())
+            finally:
+                self._kill_leftovers()
+                for s in self.held:
+                    s.close()
+                if self.admin_sock is not None:
+                    self.admin_sock.close()
+        except StartError as exc:
+            print(f"pyvs: {exc}", file=sys.stderr, flush=True)
+            return 1
         return self.exit_code
+
+    def _kill_leftovers(self) -> None:
+        """Last resort when the loop itself failed: no worker may outlive ``run()``."""
+        for h in self.workers.values():
+            if h.pid:
+                try:
+                    os.kill(h.pid, signal.SIGKILL)
+                    os.waitpid(h.pid, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+                h.pid = 0
 
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
+        stop = self.stop_event = asyncio.Event()
         self.all_ready = asyncio.Event()
+
         def on_stop() -> None:
             self.stopping = True  # from now on an exiting worker is not restarted
             stop.set()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_stop)
+        for h in list(self.workers.values()):
+            self._watch(h)  # first: every worker exit from here on is seen
         runners: list[Any] = []
-        self.kernel = start_kernel_dataplanes(self.cfg)  # nftables/ipvs listeners (pyvs/l4/kernel.py)
         try:
-            await self._serve(stop, runners)
+            try:
+                self.kernel = start_kernel_dataplanes(self.cfg)  # nftables/ipvs listeners (pyvs/l4/kernel.py)
+            except SystemExit as exc:  # it names what failed, as "pyvs: kernel data plane: ..."
+                raise StartError(str(exc.code).removeprefix("pyvs: ")) from None
+            await self._start(runners)
+            if not stop.is_set():
+                self.running = True
+                self._banner()
+                await stop.wait()
+        except StartError as exc:
+            self.failure = self.failure or exc
         finally:
-            self.kernel.stop()  # remove this instance's nftables tables / IPVS services, also on a crash
+            self.stopping = True  # before any await: a worker exiting now is not restarted
+            try:
+                await self._shutdown(runners)
+            finally:
+                if self.kernel is not None:
+                    self.kernel.stop()  # remove this instance's nftables tables / IPVS services
+        if self.failure is not None:
+            raise self.failure
 
-    async def _serve(self, stop: asyncio.Event, runners: list[Any]) -> None:
+    async def _start(self, runners: list[Any]) -> None:
+        """Everything but the listeners, then the listeners, then VRRP."""
         if self.cfg.demo.servers:
             from pyvs.demo import start_demo_servers
 
-            runners.append(await start_demo_servers(self.cfg.demo.servers))
-        for h in list(self.workers.values()):
-            self._watch(h)
+            try:
+                runners.append(await start_demo_servers(self.cfg.demo.servers))
+            except OSError as exc:  # lost a race for the port since check_binds
+                raise StartError(f"demo servers cannot start: {_why(exc)}") from None
         if self.cfg.admin.listen:
             from pyvs.admin.server import start_admin
 
-            runners.append(await start_admin(self, self.cfg.admin.listen))
+            try:
+                runners.append(await start_admin(self, self.cfg.admin.listen, sock=self.admin_sock))
+            except (OSError, ValueError) as exc:
+                raise StartError(f"admin cannot start on {self.cfg.admin.listen}: {_why(exc)}") from None
         self.health.start()
         if self.persist is not None:
             self.persist.start()
-        try:
-            assert self.all_ready is not None
-            await asyncio.wait_for(self.all_ready.wait(), 15)
-        except TimeoutError:
-            log.error("workers did not become ready in 15 s")
+        # What the listeners route to is up: let the workers open them.
+        self.opened = True
+        for h in self.workers.values():
+            h.send({"type": "listen"})
+        assert self.all_ready is not None and self.stop_event is not None
+        done, pending = await asyncio.wait(
+            [asyncio.ensure_future(self.all_ready.wait()), asyncio.ensure_future(self.stop_event.wait())],
+            timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED,
+        )
+        for t in pending:
+            t.cancel()
+        if self.stop_event.is_set():
+            return  # stopped or failed while starting
+        if not done:
+            log.error("workers did not become ready in %.0f s", READY_TIMEOUT)
         if self.cfg.vrrp:  # after the workers are ready: a new master must be able to serve
             from pyvs.ha.runner import HaError, start_vrrp
 
             try:
                 self.vrrp = await start_vrrp(self.cfg, self.health)
-            except (HaError, OSError) as exc:
-                log.error("vrrp: %s", exc)
-                self.exit_code = 1  # a service manager must see the failure, not a clean stop
-                stop.set()
-        self._banner()
-        await stop.wait()
-        if self.vrrp is not None:  # hand the virtual IPs over before draining, not after
-            await self.vrrp.cleanup()
-        log.info("stopping: draining workers (grace %.0fs)", self.cfg.global_.grace)
-        await self.health.stop()
-        await self._stop_workers()
+            except HaError as exc:
+                raise StartError(str(exc)) from None
+            except OSError as exc:
+                raise StartError(f"vrrp: {_why(exc)}") from None
+
+    async def _shutdown(self, runners: list[Any]) -> None:
+        """Stop in the reverse order of the start; the workers are stopped even if an
+        earlier step fails."""
+        try:
+            if self.vrrp is not None:  # hand the virtual IPs over before draining, not after
+                await self.vrrp.cleanup()
+            if self.failure is None:
+                log.info("stopping: draining workers (grace %.0fs)", self.cfg.global_.grace)
+            await self.health.stop()
+        finally:
+            await self._stop_workers()
         if self.persist is not None:
             await self.persist.stop()
         for r in runners:
             await r.cleanup()
+
+    def _fail(self, why: str) -> None:
+        """Fail the start (the first reason wins) and begin stopping."""
+        if self.failure is None and not self.stopping:
+            self.failure = StartError(why)
+        self.stopping = True
+        if self.stop_event is not None:
+            self.stop_event.set()
 
     def _banner(self) -> None:
         lines = [f"pyvs {_version()} running from {self.source} with {self.nworkers} worker(s)"]
@@ -196,21 +326,55 @@ class Supervisor:
         """Read the worker's channel and learn of its exit through a pidfd (uvloop
         keeps SIGCHLD for itself)."""
         loop = asyncio.get_running_loop()
+        h.exited = asyncio.Event()
         task = loop.create_task(self._read_channel(h))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         fd = os.pidfd_open(h.pid)
 
         def exited() -> None:
+            try:
+                pid, status = os.waitpid(h.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped already (cannot happen: only we reap it)
+                pid, status = h.pid, 0
+            if pid == 0:
+                return  # spurious wake-up
             loop.remove_reader(fd)
             os.close(fd)
-            self._reap()
+            self._on_exit(h, os.waitstatus_to_exitcode(status))
 
         loop.add_reader(fd, exited)
+
+    def _on_exit(self, h: WorkerHandle, code: int) -> None:
+        pid, h.pid, h.exit_code = h.pid, 0, code
+        assert h.exited is not None
+        h.exited.set()
+        if self.stopping or self.workers.get(h.index) is not h:
+            return
+        if not self.running:
+            self._start_failed(h)
+            return
+        delay = RESTART_DELAY if time.time() - h.started < RESTART_DELAY else 0.0
+        log.error("worker %d (pid %d) exited with %s; restarting%s", h.index, pid, code,
+                  f" in {delay:.0f}s" if delay else "")
+        asyncio.get_running_loop().call_later(delay, self._restart, h)
+
+    def _restart(self, h: WorkerHandle) -> None:
+        if not self.stopping and self.workers.get(h.index) is h:
+            self._watch(self.spawn(h.index))
+
+    def _start_failed(self, h: WorkerHandle) -> None:
+        """A worker died before the start was over: fail the start, with the reason
+        the worker sent if it sent one (hence wait for both its exit and its EOF)."""
+        if h.pid or not h.channel_closed or self.stopping:
+            return
+        self._fail(h.failure or f"worker {h.index} exited with {h.exit_code} before it was ready")
 
     async def _read_channel(self, h: WorkerHandle) -> None:
         reader, writer = await asyncio.open_unix_connection(sock=h.chan)
         h.writer = writer
+        if self.opened:  # a worker restarted after the start opens its listeners at once
+            h.send({"type": "listen"})
         try:
             while True:
                 line = await reader.readline()
@@ -229,6 +393,10 @@ class Supervisor:
                         h.send(m)
                     if all(w.ready for w in self.workers.values()) and self.all_ready is not None:
                         self.all_ready.set()
+                elif kind == "failed":
+                    h.failure = str(msg.get("error", "failed"))
+                    if self.running:
+                        log.error("%s", h.failure)
                 elif kind == "stats":
                     h.report = msg
                 elif kind == "outlier":
@@ -237,6 +405,9 @@ class Supervisor:
                     self.persist.on_worker(msg)
         finally:
             writer.close()
+            h.channel_closed = True
+            if not self.running and self.workers.get(h.index) is h:
+                self._start_failed(h)
 
     def broadcast(self, msg: dict[str, Any]) -> None:
         """Send ``msg`` to every running worker (health and runtime changes), and to the
@@ -247,37 +418,22 @@ class Supervisor:
         if self.kernel is not None and msg.get("type") == "server":
             self.kernel.on_server_message(msg)
 
-    def _reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            for h in list(self.workers.values()):
-                if h.pid == pid:
-                    h.pid = 0
-                    if not self.stopping:
-                        code = os.waitstatus_to_exitcode(status)
-                        log.error("worker %d (pid %d) exited with %s; restarting", h.index, pid, code)
-                        self._watch(self.spawn(h.index))
-
     async def _stop_workers(self) -> None:
+        """SIGTERM every worker (they drain for up to ``grace``), SIGKILL those still
+        there 5 s after that, and return once all are reaped."""
         self.stopping = True
-        for h in self.workers.values():
-            if h.pid:
-                try:
-                    os.kill(h.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + self.cfg.global_.grace + 5
-        while any(h.pid for h in self.workers.values()) and time.monotonic() < deadline:
-            self._reap()
-            await asyncio.sleep(0.05)
-        for h in self.workers.values():
-            if h.pid:
-                os.kill(h.pid, signal.SIGKILL)
+        live = [h for h in self.workers.values() if h.pid]
+        for h in live:
+            try:
+                os.kill(h.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        if not await _all_exited(live, self.cfg.global_.grace + 5):
+            for h in live:
+                if h.pid:
+                    log.error("worker %d (pid %d) did not stop in time; killing it", h.index, h.pid)
+                    os.kill(h.pid, signal.SIGKILL)
+            await _all_exited(live, 5)
 
     # -------------------------------------------------------------- status
     def vrrp_status(self) -> list[dict[str, Any]]:
@@ -326,6 +482,67 @@ class Supervisor:
             "kernel": self.kernel.statistics() if self.kernel is not None else [],
             "persistence": self.persist.statistics() if self.persist is not None else None,
         }
+
+
+async def _all_exited(handles: list[WorkerHandle], timeout: float) -> bool:
+    """Wait until every handle's process is reaped; False at the timeout."""
+    waits = [h.exited.wait() for h in handles if h.exited is not None and h.pid]
+    if not waits:
+        return True
+    try:
+        await asyncio.wait_for(asyncio.gather(*waits), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _probe(address: str, kind: int) -> None:
+    """Bind ``address`` without SO_REUSEPORT and let go: fails when anyone holds it.
+    TCP keeps SO_REUSEADDR, so connections of a previous run in TIME_WAIT do not count."""
+    host, port = parse_address(address)
+    family, stype, proto, _, sockaddr = socket.getaddrinfo(host, port, type=kind, flags=socket.AI_PASSIVE)[0]
+    with socket.socket(family, stype, proto) as s:
+        if kind == socket.SOCK_STREAM:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind(sockaddr)
+
+
+def _refuse_if_listening(address: str) -> None:
+    """Raise EADDRINUSE when a socket already listens on ``address`` (or on a wildcard
+    of its port). A bind with SO_REUSEPORT would succeed against another process of the
+    same user that set it too -- another pyvs -- and silently take half of its
+    connections. Read from the kernel's socket table (Linux), not by binding: a bound
+    socket that does not listen (a test's port reservation) takes no connection and
+    is no conflict."""
+    host, port = parse_address(address)
+    family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    want = ipaddress.ip_address(sockaddr[0])
+    table = "/proc/net/tcp6" if family == socket.AF_INET6 else "/proc/net/tcp"
+    try:
+        with open(table) as f:
+            rows = f.read().splitlines()[1:]
+    except OSError:
+        return  # not Linux: the bind below is the only check
+    for row in rows:
+        local, state = row.split()[1], row.split()[3]
+        if state != "0A":  # TCP_LISTEN
+            continue
+        hexip, hexport = local.split(":")
+        if int(hexport, 16) != port:
+            continue
+        words = [int(hexip[i : i + 8], 16) for i in range(0, len(hexip), 8)]  # host byte order
+        have = ipaddress.ip_address(struct.pack(f"={len(words)}I", *words))
+        if have == want or have.is_unspecified or want.is_unspecified:
+            raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+
+
+def _why(exc: BaseException) -> str:
+    """The reason in an exception, without Python's ``[Errno N]`` decoration."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
 
 
 def _version() -> str:

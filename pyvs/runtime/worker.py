@@ -2,22 +2,31 @@
 
 Each worker binds its own listening sockets with SO_REUSEPORT, so the kernel spreads
 new connections across workers without a shared accept lock. The worker talks to
-the supervisor over one Unix socket: it reports ``ready`` once listening, then a
-counters snapshot every ``stats_interval``. SIGTERM starts a graceful drain:
-listeners close at once, idle client connections close, busy ones finish their
-current exchange (up to ``global.grace``), then the process exits.
+the supervisor over one Unix socket: it opens its listeners when the supervisor
+says ``listen`` (once what they route to is up), reports ``ready`` once listening
+(or ``failed`` with the reason, then exits 1), then a counters snapshot every
+``stats_interval``. SIGTERM starts a graceful drain: listeners close at once, idle
+client connections close, busy ones finish their current exchange (up to
+``global.grace``), then the process exits.
+
+A worker never outlives its supervisor: the kernel sends it SIGTERM when the
+supervisor dies (``PR_SET_PDEATHSIG``), and EOF on the channel means the same. An
+orphaned worker closes its listeners at once, gives in-flight exchanges
+``ORPHAN_GRACE`` and is gone within ``ORPHAN_DEADLINE`` whatever happens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import json
 import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from pyvs.config.schema import Config
@@ -83,10 +92,13 @@ class WorkerRuntime:
             if lst.cfg.mode != "http":
                 continue
             for addr in lst.cfg.bind:
-                sock = bind_socket(addr)
-                server = await self.loop.create_server(
-                    lambda lst=lst: H1Connection(lst), sock=sock, backlog=lst.cfg.backlog  # type: ignore[misc]
-                )
+                try:
+                    sock = bind_socket(addr)
+                    server = await self.loop.create_server(
+                        lambda lst=lst: H1Connection(lst), sock=sock, backlog=lst.cfg.backlog  # type: ignore[misc]
+                    )
+                except OSError as exc:  # the supervisor prints this as the reason of a failed start
+                    raise OSError(exc.errno, f"listener {lst.cfg.name!r} cannot bind {addr}: {exc.strerror}") from None
                 self.servers.append(server)
 
     def report(self) -> dict[str, Any]:
@@ -117,11 +129,57 @@ class WorkerRuntime:
         self.sweeper.stop()
 
 
-async def _worker_main(cfg: Config, index: int, chan: socket.socket) -> None:
+ORPHAN_GRACE = 0.5  # what in-flight exchanges get once the supervisor is gone
+ORPHAN_DEADLINE = 1  # s; then SIGALRM's default action ends the process, whatever it is doing
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(supervisor: int) -> None:
+    """In the forked child, first thing: have the kernel SIGTERM this worker when the
+    supervisor dies, however it dies (SIGKILL and the OOM killer included), so a worker
+    never serves on as an orphan. The signal goes when the forking *thread* ends; the
+    supervisor forks from its main thread. If the supervisor died before the request
+    took effect there will be no signal, hence the check of the parent's pid after it."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG): %s", os.strerror(ctypes.get_errno()))
+    if os.getppid() != supervisor:
+        os._exit(1)
+
+
+def reset_signals() -> None:
+    """In the forked child: forget the supervisor's signal handlers. A worker restarted
+    by a running supervisor inherits its loop's Python-level handlers and wake-up fd;
+    a SIGTERM arriving before the worker's own loop is up would then be swallowed (and
+    reported to the supervisor's loop). With the defaults it simply ends the worker."""
+    signal.set_wakeup_fd(-1)
+    for sig in signal.valid_signals():
+        try:
+            handler = signal.getsignal(sig)
+        except (OSError, ValueError):
+            continue
+        if callable(handler):
+            signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which stops us
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reload is the supervisor's business
+
+
+async def _worker_main(cfg: Config, index: int, chan: socket.socket, supervisor: int) -> int:
+    """Wait for the supervisor's word to open the listeners (what they route to is up
+    by then), serve, drain on SIGTERM. Returns the exit status."""
     loop = asyncio.get_running_loop()
     rt = WorkerRuntime(cfg, index, loop)
     stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    go = asyncio.Event()
+    orphaned = False
+
+    def on_sigterm() -> None:
+        nonlocal orphaned
+        orphaned = orphaned or os.getppid() != supervisor  # PR_SET_PDEATHSIG, not a stop
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)
     reader, writer = await asyncio.open_unix_connection(sock=chan)
 
@@ -132,51 +190,90 @@ async def _worker_main(cfg: Config, index: int, chan: socket.socket) -> None:
 
     rt.send = send
 
-    await rt.start()
-    # Everything allocated so far (config, modules, runtime) lives as long as the
-    # worker: move it out of the collector's sight, and collect young objects less
-    # often -- the request path makes a few short-lived containers per request.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20000, 20, 20)
-    send({"type": "ready", "worker": index, "pid": os.getpid()})
+    async def from_supervisor() -> None:
+        nonlocal orphaned
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break  # EOF: the supervisor died; do not linger as an orphan
+                try:
+                    msg = json.loads(line)
+                    if msg.get("type") == "listen":
+                        go.set()
+                    else:
+                        rt.on_message(msg)
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    log.exception("bad message from the supervisor: %r", line[:200])
+        except ConnectionError:
+            pass
+        orphaned = True
+        stop.set()
 
     async def ticker() -> None:
         while True:
             await asyncio.sleep(cfg.global_.stats_interval)
             send(rt.report())
 
-    async def from_supervisor() -> None:
-        while True:
-            line = await reader.readline()
-            if not line:
-                break  # EOF: the supervisor died; do not linger as an orphan
-            try:
-                rt.on_message(json.loads(line))
-            except (ValueError, KeyError, TypeError):
-                log.exception("bad message from the supervisor: %r", line[:200])
-        stop.set()
-
-    tasks = [asyncio.create_task(ticker()), asyncio.create_task(from_supervisor())]
-    await stop.wait()
-    await rt.drain(cfg.global_.grace)
-    send(rt.report())
+    tasks = [asyncio.create_task(from_supervisor())]
+    started = False
+    await _first(go.wait(), stop.wait())
+    if not stop.is_set():
+        try:
+            await rt.start()
+        except OSError as exc:
+            # One line for the supervisor to print; it fails the start (or logs it).
+            send({"type": "failed", "worker": index, "error": f"worker {index}: {exc.strerror or exc}"})
+            await _flush(writer)
+            return 1
+        started = True
+        # Everything allocated so far (config, modules, runtime) lives as long as the
+        # worker: move it out of the collector's sight, and collect young objects less
+        # often -- the request path makes a few short-lived containers per request.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20000, 20, 20)
+        send({"type": "ready", "worker": index, "pid": os.getpid()})
+        tasks.append(asyncio.create_task(ticker()))
+        await stop.wait()
+    grace = cfg.global_.grace
+    if orphaned:
+        # Nobody supervises us any more: stop accepting now, give in-flight exchanges
+        # a moment, and make sure the process ends even if the drain does not.
+        signal.alarm(ORPHAN_DEADLINE)
+        grace = min(grace, ORPHAN_GRACE)
+    if started:
+        await rt.drain(grace)
     for t in tasks:
         t.cancel()
+    if not orphaned:
+        send(rt.report())
+        await _flush(writer)
+    return 0
+
+
+async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
+    """Wait until the first of ``aws`` finishes; cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for t in pending:
+        t.cancel()
+
+
+async def _flush(writer: asyncio.StreamWriter) -> None:
     try:
         await asyncio.wait_for(writer.drain(), 1.0)
     except (OSError, TimeoutError):
         pass
 
 
-def run_worker(cfg: Config, index: int, chan: socket.socket) -> int:
-    """Entry point in the forked child. Returns the exit status."""
+def run_worker(cfg: Config, index: int, chan: socket.socket, supervisor: int) -> int:
+    """Entry point in the forked child (after :func:`die_with_parent` and
+    :func:`reset_signals`). Returns the exit status."""
     import uvloop
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which stops us
     try:
-        uvloop.run(_worker_main(cfg, index, chan))
+        return uvloop.run(_worker_main(cfg, index, chan, supervisor))
     except Exception:
         log.exception("worker %d crashed", index)
         return 1
-    return 0

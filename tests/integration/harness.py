@@ -257,8 +257,8 @@ class Pyvs:
                 st = self.status()
                 if st["workers"] and all(w["ready"] for w in st["workers"]):
                     return
-            except OSError:
-                pass
+            except (OSError, ValueError, KeyError):
+                pass  # not up yet, or another process answered on that port (free_port raced)
             time.sleep(0.05)
         raise RuntimeError(f"pyvs not ready in {timeout}s:\n{self.log.read_text()}")
 

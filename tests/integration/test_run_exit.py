@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-import yaml
-
-from tests.integration.harness import ROOT, free_port
+from tests.integration.harness import free_port
+from tests.integration.test_lifecycle import assert_failed_start
 
 
 def test_vrrp_that_cannot_start_makes_run_exit_1(tmp_path: Path) -> None:
+    """One line, exit 1, and the workers (already serving when VRRP starts) are gone.
+
+    The admin port is a free one, not the default 9090: a fixed port is shared with
+    whatever else runs on the host (another pyvs, another test run)."""
     cfg = {
+        "global": {"workers": 2},
+        "admin": {"listen": f"127.0.0.1:{free_port()}"},
         "listeners": [{"name": "web", "bind": [f"127.0.0.1:{free_port()}"], "backend": "be"}],
         "backends": [{"name": "be", "servers": [{"name": "s1", "address": f"127.0.0.1:{free_port()}"}]}],
         "vrrp": [{"name": "VI_1", "interface": "pyvsnosuch0", "vrid": 51, "priority": 100,
                   "virtual_ips": ["10.200.0.1/24"]}],
     }
-    path = tmp_path / "pyvs.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    out = subprocess.run([sys.executable, "-m", "pyvs.cli", "run", "-c", str(path)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1, out.stdout + out.stderr
-    assert "interface 'pyvsnosuch0' does not exist" in out.stderr + out.stdout
+    assert_failed_start(cfg, tmp_path, "interface 'pyvsnosuch0' does not exist")
