@@ -32,8 +32,11 @@ with the traffic stopped; the run fails if a process grows by more than
 ``--rss-margin-mb`` (default 32 MiB) or ``--fd-margin`` (default 16) fds, or if a
 worker was replaced. Exit status 0 only when everything holds.
 
-Reload (``--reload-every``) is not available yet: pyvs has no reload (issue 13). The
-hook is here, off by default; asking for it exits with an error.
+``--reload-every N`` reloads pyvs (SIGHUP, same config file) every N seconds and checks
+that each reload is applied (the worker generation in ``/status`` moves on). Reloads
+replace the workers, so with reloads the fd/RSS comparison is made per worker slot
+(the new worker against the one measured at the start) instead of failing on the new
+pid; a reload that is refused or not applied in 30 s fails the run.
 """
 
 from __future__ import annotations
@@ -218,11 +221,22 @@ class Pyvs:
             out[f"worker {w.get('index', len(out) - 1)}"] = int(w["pid"])
         return out
 
-    def reload(self) -> None:
-        # RELOAD HOOK: pyvs has no reload yet (issue 13: SIGHUP / `pyvs reload`). When it
-        # lands, send it here (e.g. self.proc.send_signal(signal.SIGHUP)), and check in
-        # the caller that no request failed across it.
-        raise NotImplementedError("reload is not available yet")
+    def reload(self, timeout: float = 30.0) -> str | None:
+        """SIGHUP, then wait until the new worker generation runs; None when it did,
+        else what went wrong."""
+        before = self.status()
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            with contextlib.suppress(OSError, ValueError):
+                st = self.status()
+                last = st.get("last_reload")
+                if st["generation"] > before["generation"] and all(w.get("ready") for w in st["workers"]):
+                    return None
+                if last is not None and last != before.get("last_reload") and not last.get("ok"):
+                    return f"reload refused: {last.get('errors')}"
+        return f"reload not applied in {timeout:.0f}s"
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -243,6 +257,8 @@ class Tally:
     counts: Counter[str] = field(default_factory=Counter)
     kinds: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    reloads: int = 0
+    reload_failures: list[str] = field(default_factory=list)
 
     def note(self, outcome: str, kind: str, detail: str = "") -> None:
         self.counts[outcome] += 1
@@ -433,6 +449,20 @@ async def killer(servers: list[Server], every: float, stop: asyncio.Event) -> No
 # ---------------------------------------------------------------- main
 
 
+async def reloader(pyvs: Pyvs, every: float, stop: asyncio.Event, tally: Tally) -> None:
+    """Reload pyvs every ``every`` seconds (SIGHUP); a reload that fails is recorded."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+        if stop.is_set():
+            return
+        why = await asyncio.to_thread(pyvs.reload)
+        tally.reloads += 1
+        if why is not None:
+            tally.reload_failures.append(why)
+            print(f"  {time.strftime('%H:%M:%S')} {why}", flush=True)
+
+
 def measure(pyvs: Pyvs) -> dict[str, tuple[int, ProcStats]]:
     return {name: (pid, proc_stats(pid)) for name, pid in pyvs.pids().items()}
 
@@ -447,6 +477,8 @@ async def traffic(pyvs: Pyvs, servers: list[Server], args: argparse.Namespace, t
     start = await asyncio.to_thread(measure, pyvs)
     print(f"after {warmup:.0f}s of warm-up: {fmt(start)}", flush=True)
     tasks.append(asyncio.create_task(killer(servers, args.kill_every, stop)))
+    if args.reload_every:
+        tasks.append(asyncio.create_task(reloader(pyvs, args.reload_every, stop, tally)))
     end_at = time.monotonic() + args.minutes * 60 - warmup
     while time.monotonic() < end_at:
         await asyncio.sleep(min(30.0, max(0.0, end_at - time.monotonic())))
@@ -471,8 +503,8 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=12, help="concurrent HTTP client tasks")
     ap.add_argument("--ws-clients", type=int, default=2, help="concurrent WebSocket sessions")
     ap.add_argument("--kill-every", type=float, default=20.0, help="seconds between server kills")
-    ap.add_argument("--reload-every", type=float, default=0.0,
-                    help="seconds between reloads (NOT AVAILABLE YET: pyvs has no reload; must stay 0)")
+    ap.add_argument("--reload-every", type=float, default=60.0,
+                    help="seconds between reloads (SIGHUP); 0: no reload")
     ap.add_argument("--rss-margin-mb", type=float, default=32.0, help="allowed RSS growth per pyvs process")
     ap.add_argument("--fd-margin", type=int, default=16, help="allowed open-fd growth per pyvs process")
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
@@ -481,9 +513,6 @@ def main() -> int:
     if args.serve:
         serve(args.serve, args.name)
         return 0
-    if args.reload_every:
-        print("soak: --reload-every is not available yet (pyvs has no reload; issue 13)", file=sys.stderr)
-        return 2
 
     tmp = Path(tempfile.mkdtemp(prefix="pyvs-soak-"))
     servers = [Server(f"s{i}", free_port(), tmp / f"server{i}.log") for i in range(2)]
@@ -496,7 +525,8 @@ def main() -> int:
         pyvs = Pyvs(tmp, servers, args.workers)
         print(f"soak: {args.minutes:g} min, pyvs on 127.0.0.1:{pyvs.port} ({args.workers} workers), "
               f"{args.clients} HTTP + {args.ws_clients} WebSocket clients, a server killed every "
-              f"{args.kill_every:g}s, reload: not available yet; logs in {tmp}", flush=True)
+              f"{args.kill_every:g}s, reload: {f'every {args.reload_every:g}s' if args.reload_every else 'none'}; "
+              f"logs in {tmp}", flush=True)
         t0 = time.monotonic()
         start = asyncio.run(traffic(pyvs, servers, args, tally))
         elapsed = time.monotonic() - t0
@@ -504,7 +534,7 @@ def main() -> int:
         end = measure(pyvs)
         print(f"at the end (traffic stopped): {fmt(end)}")
         for name, (pid, s0) in start.items():
-            if name not in end or end[name][0] != pid:
+            if name not in end or (end[name][0] != pid and not tally.reloads):
                 failures.append(f"{name} (pid {pid}) was replaced during the run")
                 continue
             s1 = end[name][1]
@@ -537,6 +567,9 @@ def main() -> int:
         failures.append(f"{c['bad-response']} unexpected responses")
     if not c["ok"]:
         failures.append("no request succeeded")
+    if args.reload_every:
+        print(f"reloads {tally.reloads}, failed {len(tally.reload_failures)}")
+        failures += tally.reload_failures
     for f in failures:
         print(f"FAIL: {f}")
     print("PASS" if not failures else "soak FAILED", f"(logs in {tmp})")

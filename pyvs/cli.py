@@ -1,4 +1,4 @@
-"""Command line: ``pyvs run | check | route | version | config schema | simulate``."""
+"""Command line: ``pyvs run | check | reload | route | version | config schema | simulate``."""
 
 from __future__ import annotations
 
@@ -85,6 +85,73 @@ def vrrp(path: str) -> None:
     from pyvs.ha.runner import run_standalone
 
     sys.exit(run_standalone(cfg))
+
+
+@main.command()
+@click.option("-c", "--config", "path", type=click.Path(dir_okay=False),
+              help="Config file to load (default: the file the running pyvs was started with).")
+@click.option("--admin", "admin", help="Admin endpoint of the running pyvs, e.g. http://127.0.0.1:9090 "
+              "(default: admin.listen of -c FILE, else of the embedded default).")
+@click.option("--token-file", "token_file", type=click.Path(dir_okay=False),
+              help="File with the admin Bearer token (default: admin.token_file of -c FILE).")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the answer.")
+def reload(path: str | None, admin: str | None, token_file: str | None, timeout: float) -> None:
+    """Reload a running pyvs through its admin endpoint (like SIGHUP): the config is
+    validated first; a refused one leaves the running config in place. Exit status: 0
+    applied, 1 refused (reasons printed), 2 the running pyvs could not be reached."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    cfg: Config | None = None
+    if path is not None:
+        try:
+            cfg = load_file(path)
+        except ConfigError as err:
+            _report(err)
+            click.echo("pyvs reload: refused: the config is not valid (nothing was changed)", err=True)
+            sys.exit(1)
+    elif admin is None:
+        cfg = load_default()
+    if admin is None:
+        assert cfg is not None
+        if not cfg.admin.listen:
+            click.echo("pyvs reload: the config has no admin.listen; give --admin URL", err=True)
+            sys.exit(2)
+        admin = f"http://{cfg.admin.listen}"
+    if "://" not in admin:
+        admin = f"http://{admin}"
+    if token_file is None and cfg is not None:
+        token_file = cfg.admin.token_file
+    headers = {"Content-Type": "application/json"}
+    if token_file:
+        try:
+            with open(token_file) as f:
+                headers["Authorization"] = f"Bearer {f.read().strip()}"
+        except OSError as exc:
+            click.echo(f"pyvs reload: cannot read the token file {token_file}: {exc.strerror}", err=True)
+            sys.exit(2)
+    body = json.dumps({"config": os.path.abspath(path) if path else None}).encode()
+    req = urllib.request.Request(admin.rstrip("/") + "/reload", data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            result = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code != 422:
+            click.echo(f"pyvs reload: {admin}: HTTP {exc.code} {exc.reason}", err=True)
+            sys.exit(2)
+        result = json.loads(exc.read())
+    except (OSError, ValueError) as exc:
+        click.echo(f"pyvs reload: cannot reach pyvs at {admin}: {getattr(exc, 'reason', exc)}", err=True)
+        sys.exit(2)
+    if not result.get("ok"):
+        click.echo("pyvs reload: refused, the running config stays:", err=True)
+        for e in result.get("errors", []):
+            click.echo(f"  {e}", err=True)
+        sys.exit(1)
+    for note in result.get("notes", []):
+        click.echo(f"pyvs reload: note: {note}", err=True)
+    click.echo(f"pyvs reload: OK, generation {result.get('generation')} running from {result.get('config')}")
 
 
 @main.command()

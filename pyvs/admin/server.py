@@ -1,4 +1,5 @@
-"""The admin HTTP endpoint (aiohttp, in the supervisor): JSON status for now.
+"""The admin HTTP endpoint (aiohttp, in the supervisor): JSON status, Prometheus
+metrics, and ``POST /reload`` (what ``pyvs reload`` calls).
 
 With ``admin.token_file`` set (required off loopback, see
 :class:`pyvs.config.schema.AdminConfig`) every request, whatever its path, must carry
@@ -45,7 +46,7 @@ async def start_admin(sup: Supervisor, listen: str, sock: socket.socket | None =
         return web.json_response(sup.status(), dumps=_dumps)
 
     async def index(_: web.Request) -> web.Response:
-        return web.Response(text="pyvs admin: GET /status (JSON), GET /metrics (Prometheus)\n")
+        return web.Response(text="pyvs admin: GET /status (JSON), GET /metrics (Prometheus), POST /reload\n")
 
     async def metrics(_: web.Request) -> web.Response:
         from pyvs.admin.metrics import render
@@ -54,7 +55,22 @@ async def start_admin(sup: Supervisor, listen: str, sock: socket.socket | None =
         return web.Response(text=render(sup.status(), extra), content_type="text/plain",
                             headers={"X-Prometheus-Format": "0.0.4"})
 
+    async def reload(request: web.Request) -> web.Response:
+        """``POST /reload`` (optional JSON body ``{"config": "/path.yaml"}``): validate and
+        apply the config; 200 with ``ok: true``, 422 with the reasons when refused."""
+        path: str | None = None
+        if request.can_read_body:
+            try:
+                body = await request.json()
+            except ValueError:
+                return web.json_response({"ok": False, "errors": ["body: expected JSON"]}, status=400)
+            if isinstance(body, dict) and body.get("config") is not None:
+                path = str(body["config"])
+        result = await sup.reload(path)
+        return web.json_response(result, status=200 if result["ok"] else 422, dumps=_dumps)
+
     app.router.add_get("/status", status)
+    app.router.add_post("/reload", reload)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)
     runner = web.AppRunner(app, access_log=None)

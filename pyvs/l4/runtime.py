@@ -63,7 +63,7 @@ class L4Runtime:
             backend = worker.backends[lc.backend or ""]
             for addr in lc.bind:
                 if lc.mode == "tcp":
-                    tl = TcpListener(rt, lc, backend, bind_socket(addr))
+                    tl = TcpListener(rt, lc, backend, worker.listen_socket(addr))
                     tl.start()
                     rt.tcp.append(tl)
                 else:

@@ -17,6 +17,18 @@ Start, in this order, so that a failure is found before anything serves:
    ``ready``, VRRP starts (a new master must be able to serve) and the "running"
    banner is printed.
 
+Reload (SIGHUP, ``POST /reload`` on the admin endpoint, ``pyvs reload``): the new
+config is loaded and validated by the loader of ``pyvs check`` and refused, with
+its reasons logged, if anything is wrong; the running config stays. Otherwise the
+new addresses are bound, health state and stick tables are carried over
+(:mod:`pyvs.runtime.reload`), and a new generation of workers is forked, worker
+``i`` on the same listening sockets as the worker ``i`` it replaces (the supervisor
+created them, one SO_REUSEPORT socket per address and slot: :class:`SlotSockets`).
+Once every new worker is ready the old ones are sent SIGTERM: they stop accepting,
+finish in-flight exchanges up to ``global.grace`` and exit. The sockets of removed
+addresses close once the old workers are gone. A new generation that cannot start
+is stopped and the old one keeps serving.
+
 A start that fails at any step (:class:`StartError`) prints one line, stops
 whatever already started, and ``pyvs run`` exits 1 with no process left behind.
 A worker that exits or fails before it is ready fails the start; after the start
@@ -30,14 +42,11 @@ health-check or VRRP notify scripts).
 from __future__ import annotations
 
 import asyncio
-import errno
-import ipaddress
 import json
 import logging
 import os
 import signal
 import socket
-import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,7 +54,7 @@ from typing import Any
 
 from pyvs.config.schema import Config, parse_address
 from pyvs.l4.kernel import start_kernel_dataplanes
-from pyvs.runtime.sockets import bind_socket
+from pyvs.runtime.sockets import SlotSockets, bind_socket, refuse_if_listening, tcp_listen_addresses
 from pyvs.runtime.stats import aggregate
 from pyvs.runtime.worker import die_with_parent, reset_signals, run_worker
 
@@ -74,6 +83,8 @@ class WorkerHandle:
     exit_code: int | None = None
     failure: str | None = None  # why the worker could not open its listeners (its last word)
     channel_closed: bool = False
+    generation: int = 0
+    retired: bool = False  # replaced by a reload: drains and exits, never restarted
 
     def send(self, msg: dict[str, Any]) -> None:
         if self.writer is not None and not self.writer.is_closing():
@@ -92,7 +103,13 @@ class Supervisor:
         self.running = False  # the start is over (banner printed)
         self.failure: StartError | None = None
         self.stop_event: asyncio.Event | None = None
-        self.held: list[socket.socket] = []
+        self.slots = SlotSockets(self.nworkers)  # listening TCP sockets, one per address and worker slot
+        self.retiring: list[WorkerHandle] = []  # old generations, draining after a reload
+        self.retired_reports: list[dict[str, Any]] = []  # last counters of retired workers
+        self.generation = 0
+        self.reloads = 0
+        self.last_reload: dict[str, Any] | None = None
+        self._reload_lock: asyncio.Lock | None = None
         self.admin_sock: socket.socket | None = None
         self.all_ready: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -126,22 +143,33 @@ class Supervisor:
                 _probe(demo.listen, socket.SOCK_STREAM)
             except OSError as exc:
                 raise StartError(f"demo server {demo.name!r} cannot bind {demo.listen}: {_why(exc)}") from None
-        for lst in self.cfg.listeners:
+        problem = self._bind_listeners(self.cfg)
+        if problem is not None:
+            raise StartError(problem)
+
+    def _bind_listeners(self, cfg: Config) -> str | None:
+        """Create the slot sockets of every TCP address of ``cfg`` that has none yet;
+        probe its UDP addresses. The reason of the first failure, or None."""
+        for lst in cfg.listeners:
             if lst.mode != "http" and lst.dataplane != "userspace":
                 continue  # the kernel forwards it; the address need not be local
             for addr in lst.bind:
                 try:
                     if lst.mode == "udp":
+                        if any(addr in x.bind and x.mode == "udp" for x in self.cfg.listeners) and cfg is not self.cfg:
+                            continue  # ours already (the workers bind it)
                         # Not held: a bound UDP socket in the SO_REUSEPORT group would
                         # receive (and drop) its share of the datagrams.
                         bind_socket(addr, kind=socket.SOCK_DGRAM).close()
-                    else:
-                        _refuse_if_listening(addr)
-                        self.held.append(bind_socket(addr))
+                    elif addr not in self.slots.by_addr:
+                        refuse_if_listening(addr)
+                        self.slots.add(addr)
                 except OSError as exc:
-                    raise StartError(f"listener {lst.name!r} cannot bind {addr}: {_why(exc)}") from None
+                    return f"listener {lst.name!r} cannot bind {addr}: {_why(exc)}"
+        return None
 
-    def spawn(self, index: int) -> WorkerHandle:
+    def spawn(self, index: int, cfg: Config | None = None) -> WorkerHandle:
+        cfg = cfg or self.cfg
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         sys.stdout.flush()
         sys.stderr.flush()
@@ -158,18 +186,22 @@ class Supervisor:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending SIGTERM ends us now
                 die_with_parent(supervisor)
                 parent.close()
-                for h in self.workers.values():
+                for h in [*self.workers.values(), *self.retiring]:
                     h.chan.close()
-                for s in [*self.held, *([self.admin_sock] if self.admin_sock else [])]:
-                    s.close()  # the supervisor's: a worker binds its own
-                code = run_worker(self.cfg, index, child, supervisor)
+                mine = self.slots.for_slot(index, tcp_listen_addresses(cfg))
+                ours = self.slots.inodes()
+                keep = {id(x) for x in mine.values()}
+                for s in [*self.slots.all(), *([self.admin_sock] if self.admin_sock else [])]:
+                    if id(s) not in keep:
+                        s.close()  # other slots' sockets, the admin's
+                code = run_worker(cfg, index, child, supervisor, mine, ours)
             finally:
                 os._exit(code)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child.close()
-        handle = WorkerHandle(index=index, pid=pid, chan=parent)
+        handle = WorkerHandle(index=index, pid=pid, chan=parent, generation=self.generation)
         old = self.workers.get(index)
-        if old is not None:
+        if old is not None and old.generation == self.generation:
             handle.restarts = old.restarts + 1
         self.workers[index] = handle
         return handle
@@ -179,6 +211,8 @@ class Supervisor:
         start prints its one line here."""
         import uvloop
 
+        # SIGHUP waits for the loop's handler (a reload); before that it must not kill us.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         try:
             try:
                 self.check_binds()
@@ -187,8 +221,7 @@ class Supervisor:
                 uvloop.run(self._main())
             finally:
                 self._kill_leftovers()
-                for s in self.held:
-                    s.close()
+                self.slots.close()
                 if self.admin_sock is not None:
                     self.admin_sock.close()
         except StartError as exc:
@@ -198,7 +231,7 @@ class Supervisor:
 
     def _kill_leftovers(self) -> None:
         """Last resort when the loop itself failed: no worker may outlive ``run()``."""
-        for h in self.workers.values():
+        for h in [*self.workers.values(), *self.retiring]:
             if h.pid:
                 try:
                     os.kill(h.pid, signal.SIGKILL)
@@ -218,6 +251,15 @@ class Supervisor:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_stop)
+        self._reload_lock = asyncio.Lock()
+
+        def on_hup() -> None:
+            if self.running and not self.stopping:
+                self._spawn_task(self.reload(None))
+            else:
+                log.warning("SIGHUP: ignored while pyvs is %s", "stopping" if self.stopping else "starting")
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
         for h in list(self.workers.values()):
             self._watch(h)  # first: every worker exit from here on is seen
         runners: list[Any] = []
@@ -349,6 +391,12 @@ class Supervisor:
         pid, h.pid, h.exit_code = h.pid, 0, code
         assert h.exited is not None
         h.exited.set()
+        if h.retired:
+            if h in self.retiring:
+                self.retiring.remove(h)
+            log.info("worker %d (pid %d) of generation %d exited with %s after the reload",
+                     h.index, pid, h.generation, code)
+            return
         if self.stopping or self.workers.get(h.index) is not h:
             return
         if not self.running:
@@ -406,6 +454,8 @@ class Supervisor:
         finally:
             writer.close()
             h.channel_closed = True
+            if h.retired and h.report:
+                self.retired_reports.append(h.report)
             if not self.running and self.workers.get(h.index) is h:
                 self._start_failed(h)
 
@@ -422,7 +472,7 @@ class Supervisor:
         """SIGTERM every worker (they drain for up to ``grace``), SIGKILL those still
         there 5 s after that, and return once all are reaped."""
         self.stopping = True
-        live = [h for h in self.workers.values() if h.pid]
+        live = [h for h in [*self.workers.values(), *self.retiring] if h.pid]
         for h in live:
             try:
                 os.kill(h.pid, signal.SIGTERM)
@@ -435,13 +485,140 @@ class Supervisor:
                     os.kill(h.pid, signal.SIGKILL)
             await _all_exited(live, 5)
 
+    # -------------------------------------------------------------- reload
+    def _spawn_task(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def reload(self, path: str | None) -> dict[str, Any]:
+        """Load ``path`` (default: the file pyvs runs from), validate it, and replace the
+        workers with a generation running it. Returns ``{"ok": bool, "errors": [...],
+        "notes": [...], "generation": n}``; a refused config changes nothing."""
+        assert self._reload_lock is not None
+        async with self._reload_lock:
+            result = await self._reload(path)
+        self.last_reload = {**result, "at": round(time.time(), 3)}
+        if result["ok"]:
+            for note in result["notes"]:
+                log.warning("reload: %s", note)
+        else:
+            log.error("reload refused, the running config stays (generation %d):%s", self.generation,
+                      "".join(f"\n  {e}" for e in result["errors"]))
+        return result
+
+    async def _reload(self, path: str | None) -> dict[str, Any]:
+        from pyvs.config.loader import ConfigError, load_default, load_file
+        from pyvs.runtime import reload as carry
+
+        def refused(*errors: str) -> dict[str, Any]:
+            return {"ok": False, "errors": list(errors), "notes": [], "generation": self.generation,
+                    "config": source}
+
+        source = path or self.source
+        if self.stopping or not self.running:
+            return refused("pyvs is not running (starting or stopping)")
+        try:
+            new = load_default() if source == "<embedded default>" else load_file(source)
+        except ConfigError as err:
+            return refused(*(f"{err.source}: {p}" for p in err.problems))
+        except OSError as exc:
+            return refused(f"{source}: {_why(exc)}")
+        old = self.cfg
+        before = set(self.slots.by_addr)
+        problem = self._bind_listeners(new)
+        if problem is not None:
+            for addr in set(self.slots.by_addr) - before:
+                self.slots.remove(addr)
+            return refused(problem)
+        log.info("reload: config %s is valid; starting worker generation %d", source, self.generation + 1)
+        notes = carry.compare(old, new)
+        kept = await carry.carry_health(self.health, new)
+        self.persist = await carry.carry_persist(self.persist, old, new, self.broadcast)
+        # The new generation, worker i on the sockets of worker i of the old one.
+        old_workers = self.workers
+        self.generation += 1
+        self.workers = {}
+        self.cfg = new
+        for i in range(self.nworkers):
+            self._watch(self.spawn(i, new))
+        new_workers = list(self.workers.values())
+        deadline = time.monotonic() + READY_TIMEOUT
+        failure: str | None = None
+        while not self.stopping:
+            if all(h.ready for h in new_workers):
+                break
+            dead = [h for h in new_workers if h.failure or (h.exited is not None and h.exited.is_set())]
+            if dead:
+                d = dead[0]
+                failure = d.failure or f"worker {d.index} of the new generation exited with {d.exit_code}"
+                break
+            if time.monotonic() > deadline:
+                failure = f"the new workers were not ready in {READY_TIMEOUT:.0f} s"
+                break
+            await asyncio.sleep(0.02)
+        if failure is not None or self.stopping:
+            # Back to the old generation; stop the new one.
+            self.workers, self.cfg = old_workers, old
+            self.generation -= 1
+            for h in new_workers:
+                h.retired = True
+                if h.pid:
+                    self.retiring.append(h)
+                    os.kill(h.pid, signal.SIGTERM)
+            await carry.carry_health(self.health, old)
+            self.persist = await carry.carry_persist(self.persist, new, old, self.broadcast)
+            for addr in set(self.slots.by_addr) - before:
+                self.slots.remove(addr)
+            return refused(failure or "pyvs is stopping")
+        # Everyone of the new generation is ready (each got the health and stick-table
+        # snapshot with its "ready"): the old one stops accepting and drains.
+        old_handles = [h for h in old_workers.values() if h.pid]
+        for h in old_workers.values():
+            h.retired = True
+        self.retiring.extend(old_handles)
+        for h in old_handles:
+            try:
+                os.kill(h.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        self._spawn_task(self._after_retire(old_handles))
+        self.source = source
+        self.reloads += 1
+        log.info("reload: generation %d running from %s (%d server(s) kept their health state); "
+                 "%d old worker(s) draining (grace %.0fs)", self.generation, source, kept,
+                 len(old_handles), new.global_.grace)
+        return {"ok": True, "errors": [], "notes": notes, "generation": self.generation, "config": source}
+
+    async def _after_retire(self, handles: list[WorkerHandle]) -> None:
+        """Once the old workers are gone: close the sockets of addresses no longer
+        configured (none of the current workers uses them); SIGKILL stragglers."""
+        if not await _all_exited(handles, self.cfg.global_.grace + 5):
+            for h in handles:
+                if h.pid:
+                    log.error("worker %d (pid %d) did not stop in time; killing it", h.index, h.pid)
+                    os.kill(h.pid, signal.SIGKILL)
+            await _all_exited(handles, 5)
+        if self.retiring:
+            return  # another reload's old workers may still use them: the last one closes
+        wanted = set(tcp_listen_addresses(self.cfg))
+        for addr in list(self.slots.by_addr):
+            if addr not in wanted:
+                self.slots.remove(addr)
+
+    def _retired_reports(self) -> list[dict[str, Any]]:
+        """Counters of retired workers, restricted to backends still configured."""
+        names = {b.name for b in self.cfg.backends}
+        return [{**r, "backends": [b for b in r.get("backends", []) if b.get("name") in names]}
+                for r in self.retired_reports]
+
     # -------------------------------------------------------------- status
     def vrrp_status(self) -> list[dict[str, Any]]:
         """Each VRRP instance: state, priority, master, tracking, counters (empty without vrrp)."""
         return self.vrrp.status() if self.vrrp is not None else []
 
     def status(self) -> dict[str, Any]:
-        reports = [h.report for h in self.workers.values() if h.report]
+        reports = [h.report for h in self.workers.values() if h.report] + self._retired_reports()
         agg = aggregate(reports)
         health = self.health.statistics()
         # Before the first worker report, list the configured servers with no traffic yet.
@@ -464,12 +641,18 @@ class Supervisor:
             "pid": os.getpid(),
             "config": self.source,
             "uptime": round(time.time() - self.started, 1),
+            "generation": self.generation,
+            "reloads": self.reloads,
+            "last_reload": self.last_reload,
+            "retiring": [{"index": h.index, "pid": h.pid, "generation": h.generation}
+                         for h in self.retiring if h.pid],
             "workers": [
                 {
                     "index": h.index,
                     "pid": h.pid,
                     "ready": h.ready,
                     "restarts": h.restarts,
+                    "generation": h.generation,
                     "connections": h.report.get("connections", 0),
                 }
                 for h in self.workers.values()
@@ -507,35 +690,6 @@ def _probe(address: str, kind: int) -> None:
         if family == socket.AF_INET6:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         s.bind(sockaddr)
-
-
-def _refuse_if_listening(address: str) -> None:
-    """Raise EADDRINUSE when a socket already listens on ``address`` (or on a wildcard
-    of its port). A bind with SO_REUSEPORT would succeed against another process of the
-    same user that set it too -- another pyvs -- and silently take half of its
-    connections. Read from the kernel's socket table (Linux), not by binding: a bound
-    socket that does not listen (a test's port reservation) takes no connection and
-    is no conflict."""
-    host, port = parse_address(address)
-    family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    want = ipaddress.ip_address(sockaddr[0])
-    table = "/proc/net/tcp6" if family == socket.AF_INET6 else "/proc/net/tcp"
-    try:
-        with open(table) as f:
-            rows = f.read().splitlines()[1:]
-    except OSError:
-        return  # not Linux: the bind below is the only check
-    for row in rows:
-        local, state = row.split()[1], row.split()[3]
-        if state != "0A":  # TCP_LISTEN
-            continue
-        hexip, hexport = local.split(":")
-        if int(hexport, 16) != port:
-            continue
-        words = [int(hexip[i : i + 8], 16) for i in range(0, len(hexip), 8)]  # host byte order
-        have = ipaddress.ip_address(struct.pack(f"={len(words)}I", *words))
-        if have == want or have.is_unspecified or want.is_unspecified:
-            raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
 
 
 def _why(exc: BaseException) -> str:

@@ -1,13 +1,18 @@
 """A worker process: owns the data path for every listener.
 
-Each worker binds its own listening sockets with SO_REUSEPORT, so the kernel spreads
-new connections across workers without a shared accept lock. The worker talks to
+Worker slot ``i`` inherits its TCP listening sockets from the supervisor (one
+SO_REUSEPORT socket per address and slot, :class:`pyvs.runtime.sockets.SlotSockets`),
+so the kernel spreads new connections across workers without a shared accept lock,
+and a reload starts the next generation of slot ``i`` on the same sockets. UDP
+sockets are bound by each worker. The worker talks to
 the supervisor over one Unix socket: it opens its listeners when the supervisor
 says ``listen`` (once what they route to is up), reports ``ready`` once listening
 (or ``failed`` with the reason, then exits 1), then a counters snapshot every
-``stats_interval``. SIGTERM starts a graceful drain: listeners close at once, idle
-client connections close, busy ones finish their current exchange (up to
-``global.grace``), then the process exits.
+``stats_interval``. SIGTERM starts a graceful drain: listeners close at once (the
+listening sockets themselves stay open in the supervisor and the next generation),
+busy client connections finish their current exchange (up to ``global.grace``),
+idle keep-alive connections get ``DRAIN_IDLE_WAIT`` for a request already on its way
+before they close, then the process exits.
 
 A worker never outlives its supervisor: the kernel sends it SIGTERM when the
 supervisor dies (``PR_SET_PDEATHSIG``), and EOF on the channel means the same. An
@@ -35,7 +40,7 @@ from pyvs.l7.h1conn import H1Connection
 from pyvs.l7.listener import ListenerRuntime
 from pyvs.persist.policy import build as build_persistence
 from pyvs.runtime.batch import WriteBatch
-from pyvs.runtime.sockets import bind_socket
+from pyvs.runtime.sockets import bind_socket, refuse_if_listening
 from pyvs.runtime.stats import WorkerStats
 from pyvs.runtime.timers import Sweeper
 from pyvs.upstream.server import BackendRuntime, ServerState
@@ -46,9 +51,12 @@ log = logging.getLogger("pyvs.worker")
 class WorkerRuntime:
     """Everything one worker holds: backends, listeners, counters, live connections."""
 
-    def __init__(self, cfg: Config, index: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, cfg: Config, index: int, loop: asyncio.AbstractEventLoop,
+                 socks: dict[str, socket.socket] | None = None, ours: frozenset[int] = frozenset()) -> None:
         self.cfg = cfg
         self.index = index
+        self.socks = socks or {}  # inherited listening sockets of this slot, by address
+        self.ours = ours  # inodes of every listening socket of this instance (all slots)
         self.loop = loop
         self.stats = WorkerStats()
         self.connections: set[H1Connection] = set()
@@ -85,6 +93,18 @@ class WorkerRuntime:
             if backend is not None and backend.persist is not None:
                 backend.persist.on_sync(msg["entries"], self.loop.time())
 
+    def listen_socket(self, addr: str) -> socket.socket:
+        """The TCP socket to accept on for ``addr``: the one inherited from the supervisor
+        (a copy: closing it leaves the socket to the next generation), else a new one."""
+        sock = self.socks.pop(addr, None)
+        if sock is None:
+            return bind_socket(addr)
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            # First listen() on it: a socket that started listening on the port since the
+            # supervisor bound it (not one of ours) is a conflict the bind did not see.
+            refuse_if_listening(addr, self.ours)
+        return sock
+
     async def start(self) -> None:
         self.sweeper.start()
         self.l4 = L4Runtime.start(self)  # tcp/udp listeners of the user-space data plane
@@ -93,7 +113,7 @@ class WorkerRuntime:
                 continue
             for addr in lst.cfg.bind:
                 try:
-                    sock = bind_socket(addr)
+                    sock = self.listen_socket(addr)
                     server = await self.loop.create_server(
                         lambda lst=lst: H1Connection(lst), sock=sock, backlog=lst.cfg.backlog  # type: ignore[misc]
                     )
@@ -116,17 +136,37 @@ class WorkerRuntime:
         for server in self.servers:
             server.close()
         self.l4.stop_accepting()
-        for f in list(self.connections):
-            f.drain()
         deadline = self.loop.time() + grace
+        # A connection closes only once it has answered a response that said
+        # "Connection: close" (``close_after``; new connections get it from ``draining``)
+        # or has been idle for DRAIN_IDLE_WAIT: closing a keep-alive connection at any
+        # other moment can cross a request already on its way, which the client would
+        # see as a reset. A response already under way (its head may have promised
+        # keep-alive) is left to finish; the connection is handled when it comes back idle.
+        idle_since: dict[H1Connection, float] = {}
         while self.connections and self.loop.time() < deadline:
-            await asyncio.sleep(0.05)
+            now = self.loop.time()
+            for f in list(self.connections):
+                ex = f.ex
+                if ex.resp_started:
+                    idle_since.pop(f, None)
+                    continue
+                f.close_after = True
+                if ex.head is None and ex.up is None:
+                    if now - idle_since.setdefault(f, now) >= DRAIN_IDLE_WAIT:
+                        f.drain()  # idle: closes it now
+                else:
+                    idle_since.pop(f, None)
+            await asyncio.sleep(0.02)
         await self.l4.drain(deadline)
         for f in list(self.connections):
             f.abort()
         for b in self.backends.values():
             b.close_idle()
         self.sweeper.stop()
+
+
+DRAIN_IDLE_WAIT = 0.5  # s an idle keep-alive connection stays open once draining starts
 
 
 ORPHAN_GRACE = 0.5  # what in-flight exchanges get once the supervisor is gone
@@ -165,11 +205,12 @@ def reset_signals() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reload is the supervisor's business
 
 
-async def _worker_main(cfg: Config, index: int, chan: socket.socket, supervisor: int) -> int:
+async def _worker_main(cfg: Config, index: int, chan: socket.socket, supervisor: int,
+                       socks: dict[str, socket.socket], ours: frozenset[int]) -> int:
     """Wait for the supervisor's word to open the listeners (what they route to is up
     by then), serve, drain on SIGTERM. Returns the exit status."""
     loop = asyncio.get_running_loop()
-    rt = WorkerRuntime(cfg, index, loop)
+    rt = WorkerRuntime(cfg, index, loop, socks, ours)
     stop = asyncio.Event()
     go = asyncio.Event()
     orphaned = False
@@ -267,13 +308,14 @@ async def _flush(writer: asyncio.StreamWriter) -> None:
         pass
 
 
-def run_worker(cfg: Config, index: int, chan: socket.socket, supervisor: int) -> int:
+def run_worker(cfg: Config, index: int, chan: socket.socket, supervisor: int,
+               socks: dict[str, socket.socket] | None = None, ours: frozenset[int] = frozenset()) -> int:
     """Entry point in the forked child (after :func:`die_with_parent` and
     :func:`reset_signals`). Returns the exit status."""
     import uvloop
 
     try:
-        return uvloop.run(_worker_main(cfg, index, chan, supervisor))
+        return uvloop.run(_worker_main(cfg, index, chan, supervisor, socks or {}, ours))
     except Exception:
         log.exception("worker %d crashed", index)
         return 1
