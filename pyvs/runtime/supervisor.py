@@ -54,13 +54,13 @@ from typing import Any
 
 from pyvs.config.schema import Config, parse_address
 from pyvs.l4.kernel import start_kernel_dataplanes
+from pyvs.runtime.generations import READY_TIMEOUT, Generations, all_exited, why
 from pyvs.runtime.sockets import SlotSockets, bind_socket, refuse_if_listening, tcp_listen_addresses
 from pyvs.runtime.stats import aggregate
 from pyvs.runtime.worker import die_with_parent, reset_signals, run_worker
 
 log = logging.getLogger("pyvs")
 
-READY_TIMEOUT = 15.0  # workers that are not ready by then are logged, not waited for
 RESTART_DELAY = 1.0  # a worker that dies younger than this is restarted after this long
 
 
@@ -91,7 +91,7 @@ class WorkerHandle:
             self.writer.write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
 
 
-class Supervisor:
+class Supervisor(Generations):
     def __init__(self, cfg: Config, source: str) -> None:
         self.cfg = cfg
         self.source = source
@@ -137,12 +137,12 @@ class Supervisor:
                 self.admin_sock = bind_socket(self.cfg.admin.listen, reuse_port=False)
                 self.admin_sock.listen(128)
             except OSError as exc:
-                raise StartError(f"admin cannot bind {self.cfg.admin.listen}: {_why(exc)}") from None
+                raise StartError(f"admin cannot bind {self.cfg.admin.listen}: {why(exc)}") from None
         for demo in self.cfg.demo.servers:
             try:
                 _probe(demo.listen, socket.SOCK_STREAM)
             except OSError as exc:
-                raise StartError(f"demo server {demo.name!r} cannot bind {demo.listen}: {_why(exc)}") from None
+                raise StartError(f"demo server {demo.name!r} cannot bind {demo.listen}: {why(exc)}") from None
         problem = self._bind_listeners(self.cfg)
         if problem is not None:
             raise StartError(problem)
@@ -165,7 +165,7 @@ class Supervisor:
                         refuse_if_listening(addr)
                         self.slots.add(addr)
                 except OSError as exc:
-                    return f"listener {lst.name!r} cannot bind {addr}: {_why(exc)}"
+                    return f"listener {lst.name!r} cannot bind {addr}: {why(exc)}"
         return None
 
     def spawn(self, index: int, cfg: Config | None = None) -> WorkerHandle:
@@ -293,14 +293,14 @@ class Supervisor:
             try:
                 runners.append(await start_demo_servers(self.cfg.demo.servers))
             except OSError as exc:  # lost a race for the port since check_binds
-                raise StartError(f"demo servers cannot start: {_why(exc)}") from None
+                raise StartError(f"demo servers cannot start: {why(exc)}") from None
         if self.cfg.admin.listen:
             from pyvs.admin.server import start_admin
 
             try:
                 runners.append(await start_admin(self, self.cfg.admin.listen, sock=self.admin_sock))
             except (OSError, ValueError) as exc:
-                raise StartError(f"admin cannot start on {self.cfg.admin.listen}: {_why(exc)}") from None
+                raise StartError(f"admin cannot start on {self.cfg.admin.listen}: {why(exc)}") from None
         self.health.start()
         if self.persist is not None:
             self.persist.start()
@@ -327,7 +327,7 @@ class Supervisor:
             except HaError as exc:
                 raise StartError(str(exc)) from None
             except OSError as exc:
-                raise StartError(f"vrrp: {_why(exc)}") from None
+                raise StartError(f"vrrp: {why(exc)}") from None
 
     async def _shutdown(self, runners: list[Any]) -> None:
         """Stop in the reverse order of the start; the workers are stopped even if an
@@ -478,133 +478,18 @@ class Supervisor:
                 os.kill(h.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        if not await _all_exited(live, self.cfg.global_.grace + 5):
+        if not await all_exited(live, self.cfg.global_.grace + 5):
             for h in live:
                 if h.pid:
                     log.error("worker %d (pid %d) did not stop in time; killing it", h.index, h.pid)
                     os.kill(h.pid, signal.SIGKILL)
-            await _all_exited(live, 5)
+            await all_exited(live, 5)
 
     # -------------------------------------------------------------- reload
     def _spawn_task(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def reload(self, path: str | None) -> dict[str, Any]:
-        """Load ``path`` (default: the file pyvs runs from), validate it, and replace the
-        workers with a generation running it. Returns ``{"ok": bool, "errors": [...],
-        "notes": [...], "generation": n}``; a refused config changes nothing."""
-        assert self._reload_lock is not None
-        async with self._reload_lock:
-            result = await self._reload(path)
-        self.last_reload = {**result, "at": round(time.time(), 3)}
-        if result["ok"]:
-            for note in result["notes"]:
-                log.warning("reload: %s", note)
-        else:
-            log.error("reload refused, the running config stays (generation %d):%s", self.generation,
-                      "".join(f"\n  {e}" for e in result["errors"]))
-        return result
-
-    async def _reload(self, path: str | None) -> dict[str, Any]:
-        from pyvs.config.loader import ConfigError, load_default, load_file
-        from pyvs.runtime import reload as carry
-
-        def refused(*errors: str) -> dict[str, Any]:
-            return {"ok": False, "errors": list(errors), "notes": [], "generation": self.generation,
-                    "config": source}
-
-        source = path or self.source
-        if self.stopping or not self.running:
-            return refused("pyvs is not running (starting or stopping)")
-        try:
-            new = load_default() if source == "<embedded default>" else load_file(source)
-        except ConfigError as err:
-            return refused(*(f"{err.source}: {p}" for p in err.problems))
-        except OSError as exc:
-            return refused(f"{source}: {_why(exc)}")
-        old = self.cfg
-        before = set(self.slots.by_addr)
-        problem = self._bind_listeners(new)
-        if problem is not None:
-            for addr in set(self.slots.by_addr) - before:
-                self.slots.remove(addr)
-            return refused(problem)
-        log.info("reload: config %s is valid; starting worker generation %d", source, self.generation + 1)
-        notes = carry.compare(old, new)
-        kept = await carry.carry_health(self.health, new)
-        self.persist = await carry.carry_persist(self.persist, old, new, self.broadcast)
-        # The new generation, worker i on the sockets of worker i of the old one.
-        old_workers = self.workers
-        self.generation += 1
-        self.workers = {}
-        self.cfg = new
-        for i in range(self.nworkers):
-            self._watch(self.spawn(i, new))
-        new_workers = list(self.workers.values())
-        deadline = time.monotonic() + READY_TIMEOUT
-        failure: str | None = None
-        while not self.stopping:
-            if all(h.ready for h in new_workers):
-                break
-            dead = [h for h in new_workers if h.failure or (h.exited is not None and h.exited.is_set())]
-            if dead:
-                d = dead[0]
-                failure = d.failure or f"worker {d.index} of the new generation exited with {d.exit_code}"
-                break
-            if time.monotonic() > deadline:
-                failure = f"the new workers were not ready in {READY_TIMEOUT:.0f} s"
-                break
-            await asyncio.sleep(0.02)
-        if failure is not None or self.stopping:
-            # Back to the old generation; stop the new one.
-            self.workers, self.cfg = old_workers, old
-            self.generation -= 1
-            for h in new_workers:
-                h.retired = True
-                if h.pid:
-                    self.retiring.append(h)
-                    os.kill(h.pid, signal.SIGTERM)
-            await carry.carry_health(self.health, old)
-            self.persist = await carry.carry_persist(self.persist, new, old, self.broadcast)
-            for addr in set(self.slots.by_addr) - before:
-                self.slots.remove(addr)
-            return refused(failure or "pyvs is stopping")
-        # Everyone of the new generation is ready (each got the health and stick-table
-        # snapshot with its "ready"): the old one stops accepting and drains.
-        old_handles = [h for h in old_workers.values() if h.pid]
-        for h in old_workers.values():
-            h.retired = True
-        self.retiring.extend(old_handles)
-        for h in old_handles:
-            try:
-                os.kill(h.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        self._spawn_task(self._after_retire(old_handles))
-        self.source = source
-        self.reloads += 1
-        log.info("reload: generation %d running from %s (%d server(s) kept their health state); "
-                 "%d old worker(s) draining (grace %.0fs)", self.generation, source, kept,
-                 len(old_handles), new.global_.grace)
-        return {"ok": True, "errors": [], "notes": notes, "generation": self.generation, "config": source}
-
-    async def _after_retire(self, handles: list[WorkerHandle]) -> None:
-        """Once the old workers are gone: close the sockets of addresses no longer
-        configured (none of the current workers uses them); SIGKILL stragglers."""
-        if not await _all_exited(handles, self.cfg.global_.grace + 5):
-            for h in handles:
-                if h.pid:
-                    log.error("worker %d (pid %d) did not stop in time; killing it", h.index, h.pid)
-                    os.kill(h.pid, signal.SIGKILL)
-            await _all_exited(handles, 5)
-        if self.retiring:
-            return  # another reload's old workers may still use them: the last one closes
-        wanted = set(tcp_listen_addresses(self.cfg))
-        for addr in list(self.slots.by_addr):
-            if addr not in wanted:
-                self.slots.remove(addr)
 
     def _retired_reports(self) -> list[dict[str, Any]]:
         """Counters of retired workers, restricted to backends still configured."""
@@ -667,18 +552,6 @@ class Supervisor:
         }
 
 
-async def _all_exited(handles: list[WorkerHandle], timeout: float) -> bool:
-    """Wait until every handle's process is reaped; False at the timeout."""
-    waits = [h.exited.wait() for h in handles if h.exited is not None and h.pid]
-    if not waits:
-        return True
-    try:
-        await asyncio.wait_for(asyncio.gather(*waits), timeout)
-    except TimeoutError:
-        return False
-    return True
-
-
 def _probe(address: str, kind: int) -> None:
     """Bind ``address`` without SO_REUSEPORT and let go: fails when anyone holds it.
     TCP keeps SO_REUSEADDR, so connections of a previous run in TIME_WAIT do not count."""
@@ -690,13 +563,6 @@ def _probe(address: str, kind: int) -> None:
         if family == socket.AF_INET6:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         s.bind(sockaddr)
-
-
-def _why(exc: BaseException) -> str:
-    """The reason in an exception, without Python's ``[Errno N]`` decoration."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc)
 
 
 def _version() -> str:
