@@ -39,7 +39,6 @@ import asyncio
 import re
 import socket
 import struct
-import weakref
 from typing import TYPE_CHECKING
 
 from pyvs.http.errors import ProtocolError
@@ -73,18 +72,6 @@ _LINGER_RESET = struct.pack("ii", 1, 0)
 # A line end that is not CRLF: such a head never shows CRLF CRLF, so it is refused as
 # soon as it is seen (only looked for while a head is incomplete).
 _BARE_LF = re.compile(rb"(?<!\r)\n")
-
-# max_client_connections: open connections per client address, per listener of this
-# worker (one table per ListenerRuntime; a reload builds new ones).
-_CLIENTS: weakref.WeakKeyDictionary[ListenerRuntime, dict[str, int]] = weakref.WeakKeyDictionary()
-
-
-def _client_table(listener: ListenerRuntime) -> dict[str, int]:
-    table = _CLIENTS.get(listener)
-    if table is None:
-        table = _CLIENTS[listener] = {}
-    return table
-
 
 def _incomplete_head_error(data: bytes) -> ProtocolError | None:
     """The error for a head without CRLF CRLF so far that can never become valid."""
@@ -132,7 +119,7 @@ class H1Connection(asyncio.Protocol):
         self.max_body = cfg.max_body
         self.max_headers = cfg.max_headers
         self.conn_cap = cfg.max_client_connections
-        self.client_key: str | None = None  # counted in _client_table under this address
+        self.client_key: str | None = None  # counted in ListenerRuntime.clients under this address
 
     # ------------------------------------------------------------------ asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -597,7 +584,7 @@ class H1Connection(asyncio.Protocol):
         """max_client_connections: count this connection under ``ip``, or close it."""
         if self.client_key is not None:
             self._leave()  # accept_proxy: the address the PROXY header names replaces the peer's
-        table = _client_table(self.lst)
+        table = self.lst.clients
         n = table.get(ip, 0)
         if n >= self.conn_cap:
             self.closed = True
@@ -612,7 +599,7 @@ class H1Connection(asyncio.Protocol):
         key = self.client_key
         assert key is not None
         self.client_key = None
-        table = _client_table(self.lst)
+        table = self.lst.clients
         n = table.get(key, 0) - 1
         if n > 0:
             table[key] = n

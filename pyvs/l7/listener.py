@@ -98,6 +98,8 @@ class ListenerRuntime:
         self.worker = worker
         self.max_head = cfg.max_header_size
         self.accept_proxy = cfg.accept_proxy
+        # max_client_connections: open connections per client address in this worker.
+        self.clients: dict[str, int] = {}
         self.client_timeout = cfg.timeouts.client
         self.request_timeout = cfg.timeouts.request
         self.scheme = b"http"
