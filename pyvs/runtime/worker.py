@@ -152,7 +152,7 @@ class WorkerRuntime:
                     idle_since.pop(f, None)
                     continue
                 f.close_after = True
-                if ex.head is None and ex.up is None:
+                if ex.head is None and ex.up is None and not f.inbuf:  # (inbuf: a head on its way)
                     if now - idle_since.setdefault(f, now) >= DRAIN_IDLE_WAIT:
                         f.drain()  # idle: closes it now
                 else:
