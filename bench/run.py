@@ -406,6 +406,23 @@ class Scenario:
 # nginx helpers (backend and proxy)
 
 
+def _nginx_proxy_head(prefix: Path) -> str:
+    """The start of every HTTP scenario's proxying nginx.conf, up to the ``http`` block's
+    server-wide settings (one worker, client keep-alive that never ends a benchmark)."""
+    return f"""\
+daemon off;
+{_nginx_user_line()}
+worker_processes 1;
+pid {prefix / 'nginx.pid'};
+error_log {prefix / 'error.log'} warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    {_nginx_temp_paths(prefix)}
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;"""
+
+
 def _nginx_temp_paths(prefix: Path) -> str:
     """temp-path directives inside the workspace, only for modules this nginx build has."""
     try:
@@ -514,17 +531,7 @@ backend be
 def http_nginx(ws: Workspace, listen: Endpoint, backend: Backend) -> ProxyLaunch:
     prefix = ws.path("proxy-nginx", "x").parent
     conf = ws.write("proxy-nginx/nginx.conf", f"""\
-daemon off;
-{_nginx_user_line()}
-worker_processes 1;
-pid {prefix / 'nginx.pid'};
-error_log {prefix / 'error.log'} warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    {_nginx_temp_paths(prefix)}
-    keepalive_requests 10000000;
-    keepalive_timeout 120s;
+{_nginx_proxy_head(prefix)}
     {_nginx_upstream("be", backend.endpoint)}
     server {{
         listen {listen} backlog=4096;
@@ -771,17 +778,7 @@ def routes_nginx_conf(listen: Endpoint, server: Endpoint, prefix: Path) -> str:
     }}""")
     blocks = "\n".join(servers)
     return f"""\
-daemon off;
-{_nginx_user_line()}
-worker_processes 1;
-pid {prefix / 'nginx.pid'};
-error_log {prefix / 'error.log'} warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    {_nginx_temp_paths(prefix)}
-    keepalive_requests 10000000;
-    keepalive_timeout 120s;
+{_nginx_proxy_head(prefix)}
     {_nginx_upstream("decoy", server)}
     {_nginx_upstream("real", server)}
     server {{
