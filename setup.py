@@ -1,4 +1,4 @@
-"""Build step for the optional C scanner (pyvs/http/_scan.c).
+"""Build step for the optional C helpers (pyvs/http/_scan.c, pyvs/shared/_zone.c).
 
 Everything else is declared in pyproject.toml. The extension is ``optional``: where no
 C compiler is available the install still succeeds and pyvs validates every head with
@@ -7,4 +7,9 @@ httptools alone (slower, same behaviour).
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("pyvs.http._scan", ["pyvs/http/_scan.c"], optional=True)])
+setup(ext_modules=[
+    Extension("pyvs.http._scan", ["pyvs/http/_scan.c"], optional=True),
+    # Atomic words and locked tables in shared memory (pyvs/shared); pure-Python twin
+    # in pyvs/shared/pyzone.py.
+    Extension("pyvs.shared._zone", ["pyvs/shared/_zone.c"], optional=True),
+])

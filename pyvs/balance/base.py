@@ -42,6 +42,7 @@ runtime that writes those fields directly would leave every cache stale.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from random import Random
 from typing import ClassVar
@@ -105,6 +106,9 @@ class Scheduler:
     hash_types: ClassVar[frozenset[str]] = frozenset()
     #: extra keyword options accepted by :func:`create`, with their defaults.
     defaults: ClassVar[dict[str, float]] = {}
+    #: does ``pick`` read ``Target.outstanding``? The runtime then refreshes it from
+    #: the instance-wide counts before each pick (pyvs/shared/state.py).
+    reads_outstanding: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -161,6 +165,11 @@ class Scheduler:
     def pool_changed(self, target: Target, flipped: bool) -> None:
         """``target`` changed eligibility or weight; ``flipped`` when the pool
         switched between primaries and backups (every member changed)."""
+
+    def share_sequence(self, draw: Callable[[], int]) -> None:
+        """Take rotation positions from ``draw`` (0, 1, 2, ... shared by every worker of
+        the instance) instead of a private counter. Default: the algorithm has no
+        rotation to share (random, hashing, counts)."""
 
     # ---- the decision ------------------------------------------------------
     def pick(self, ctx: PickContext) -> Target | None:

@@ -100,6 +100,7 @@ class Capacity(Scheduler):
     """Weighted least-connections on weights scaled by each server's reported capacity."""
 
     name = "capacity"
+    reads_outstanding = True
     _base: list[int]
     _pct: list[int]
     _off: list[bool]

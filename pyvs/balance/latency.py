@@ -43,6 +43,8 @@ from pyvs.balance.base import PickContext, Scheduler, Target, register
 class _LatencyBase(Scheduler):
     """Per-target estimates plus the rotating scan start."""
 
+    reads_outstanding = True
+
     _est: list[float]
     _sampled: list[bool]
     _rr: int

@@ -48,6 +48,7 @@ class LeastConn(_Rotating):
     """Fewest outstanding requests; weights ignored (LVS ``lc``)."""
 
     name = "leastconn"
+    reads_outstanding = True
 
     def pick(self, ctx: PickContext) -> Target | None:
         pool = self.candidates(ctx)
@@ -69,6 +70,7 @@ class WeightedLeastConn(_Rotating):
     """Fewest outstanding requests per unit of weight (LVS ``wlc``)."""
 
     name = "weighted-leastconn"
+    reads_outstanding = True
 
     def pick(self, ctx: PickContext) -> Target | None:
         pool = self.candidates(ctx)
@@ -103,6 +105,7 @@ class ShortestExpectedDelay(_Rotating):
     """
 
     name = "sed"
+    reads_outstanding = True
 
     def pick(self, ctx: PickContext) -> Target | None:
         pool = self.candidates(ctx)
@@ -117,6 +120,7 @@ class NeverQueue(_Rotating):
     """An idle server if there is one (no queueing at all), else ``sed``."""
 
     name = "nq"
+    reads_outstanding = True
 
     def pick(self, ctx: PickContext) -> Target | None:
         pool = self.candidates(ctx)
@@ -145,6 +149,7 @@ class First(Scheduler):
     """
 
     name = "first"
+    reads_outstanding = True
 
     def pick(self, ctx: PickContext) -> Target | None:
         pool = self.candidates(ctx)

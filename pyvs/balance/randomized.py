@@ -73,6 +73,7 @@ class PowerOfTwo(Scheduler):
     """Two weighted random draws; the one with fewer outstanding requests wins."""
 
     name = "p2c"
+    reads_outstanding = True
     _tree: PoolTree
 
     def setup(self) -> None:

@@ -19,6 +19,7 @@ static and why it suits large, rarely changing pools.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from math import gcd
 
 from pyvs.balance.base import PickContext, Scheduler, Target, register
@@ -45,7 +46,12 @@ def smooth_pick(pool: list[Target], current: list[int]) -> Target | None:
 
 @register
 class RoundRobin(Scheduler):
-    """Smooth weighted round robin; weights may change at runtime (O(1) per change)."""
+    """Smooth weighted round robin; weights may change at runtime (O(1) per change).
+
+    With a shared position (:meth:`share_sequence`, several workers): the same
+    interleaved order, walked as one cycle by the whole instance (each pick draws the
+    next position), so three servers see a, b, c whichever worker takes each request.
+    """
 
     name = "roundrobin"
 
@@ -53,6 +59,11 @@ class RoundRobin(Scheduler):
 
     def setup(self) -> None:
         self._current = [0] * len(self.targets)
+        self._draw: Callable[[], int] | None = None
+        self._cycle: list[Target] | None = None
+
+    def share_sequence(self, draw: Callable[[], int]) -> None:
+        self._draw = draw
 
     def pool_changed(self, target: Target, flipped: bool) -> None:
         # A returning server starts from a neutral score instead of a stale debt or credit.
@@ -60,9 +71,16 @@ class RoundRobin(Scheduler):
             self._current = [0] * len(self.targets)
         else:
             self._current[target.index] = 0
+        self._cycle = None
 
     def pick(self, ctx: PickContext) -> Target | None:
-        return smooth_pick(self.candidates(ctx), self._current)
+        draw = self._draw
+        if draw is None:
+            return smooth_pick(self.candidates(ctx), self._current)
+        cycle = self._cycle
+        if cycle is None:
+            cycle = self._cycle = interleaved_cycle(self.pool())
+        return cycle_pick(cycle, draw(), ctx.exclude)
 
 
 def interleaved_cycle(pool: list[Target]) -> list[Target]:
@@ -88,6 +106,22 @@ def interleaved_cycle(pool: list[Target]) -> list[Target]:
     return cycle
 
 
+def cycle_pick(cycle: list[Target], pos: int, exclude: frozenset[int]) -> Target | None:
+    """The member at ``pos`` of the cycle, or the next one not in ``exclude`` (the one
+    at ``pos`` when every member is excluded)."""
+    n = len(cycle)
+    if n == 0:
+        return None
+    pos %= n
+    t = cycle[pos]
+    if exclude and t.index in exclude:
+        for step in range(1, n):
+            cand = cycle[(pos + step) % n]
+            if cand.index not in exclude:
+                return cand
+    return t
+
+
 @register
 class StaticRoundRobin(Scheduler):
     """Precomputed interleaved cycle: O(1) picks, rebuilds on any change (HAProxy static-rr)."""
@@ -99,6 +133,10 @@ class StaticRoundRobin(Scheduler):
     def setup(self) -> None:
         self._cycle = None
         self._pos = 0
+        self._draw: Callable[[], int] | None = None
+
+    def share_sequence(self, draw: Callable[[], int]) -> None:
+        self._draw = draw
 
     def pool_changed(self, target: Target, flipped: bool) -> None:
         self._cycle = None
@@ -107,6 +145,9 @@ class StaticRoundRobin(Scheduler):
         cycle = self._cycle
         if cycle is None:
             cycle = self._cycle = interleaved_cycle(self.pool())
+        draw = self._draw
+        if draw is not None:
+            return cycle_pick(cycle, draw(), ctx.exclude)
         n = len(cycle)
         if n == 0:
             return None

@@ -31,6 +31,10 @@ def pick_with_room(backend: BackendRuntime, client_ip: str, tried: frozenset[int
     """
     exclude = tried
     scheduler = backend.scheduler
+    words = backend.shared_counts
+    if words is not None:  # count-reading schedulers see the instance's counts
+        for s in backend.servers:
+            s.target.outstanding = max(0, words.get(s.slot))
     for _ in range(len(backend.servers) + 1):
         if backend.needs_context:
             ctx = PickContext(client_ip=client_ip, exclude=exclude)
@@ -42,7 +46,9 @@ def pick_with_room(backend: BackendRuntime, client_ip: str, tried: frozenset[int
         if target is None:
             return None
         server = backend.by_index[target.index]
-        if not target.maxconn or server.active < target.maxconn:
+        # The instance-wide count (every worker's sessions); checked, then taken by the
+        # caller: two workers admitting at the same instant may pass one over the limit.
+        if not target.maxconn or server.shared_active() < target.maxconn:
             return server
         if target.index in exclude:  # the scheduler fell back to an excluded one: all are full
             return FULL

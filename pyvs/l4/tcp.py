@@ -295,7 +295,7 @@ class TcpSession:
         self.state = CONNECTING
         self.server = server
         self.attempts += 1
-        server.active += 1
+        server.take()
         server.requests += 1
         server.backend.scheduler.taken(server.target)
         family, sockaddr = self.rt.sockaddr(server)
@@ -350,7 +350,7 @@ class TcpSession:
         server = self.server
         if server is not None:
             self.server = None
-            server.active -= 1
+            server.give()
             server.backend.scheduler.released(server.target)
 
     # ------------------------------------------------------------ relay

@@ -98,7 +98,7 @@ class UdpSession:
         rt.shared.reactor.forget(self.sock.fileno())
         self.sock.close()
         server = self.server
-        server.active -= 1
+        server.give()
         server.backend.scheduler.released(server.target)
 
 
@@ -178,7 +178,7 @@ class UdpListener:
             log.warning("listener %s: cannot reach %s: %s", self.name, server.name, exc)
             server.conn_failures += 1
             return None
-        server.active += 1
+        server.take()
         server.requests += 1
         server.opened += 1
         server.backend.scheduler.taken(server.target)

@@ -20,8 +20,10 @@ without persistence pays one ``is None`` test per hook):
     response header (``stick store-response``). Editing the head switches a response
     that would have been forwarded byte for byte to a rebuilt head (``raw_ok = False``).
 
-Stick tables (source, header, param) are local caches of the supervisor's tables:
-lookups never wait. What a worker learns is queued and sent to the supervisor once
+Stick tables (source, header, param): under a supervisor, the generation's shared
+table decides (:mod:`pyvs.persist.shared_table`: first claim wins, no window between
+workers); without one (tests, a bare WorkerRuntime) a local cache of the supervisor's
+tables, whose lookups never wait. What a worker learns is queued and sent to the supervisor once
 per event-loop iteration; what others learned arrives through :meth:`on_sync`
 (see :mod:`pyvs.persist.hub` for the staleness bound). A live entry that keeps being
 used is re-announced once per quarter of ``timeout``, so every worker and node keeps
@@ -41,6 +43,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pyvs.persist.cookie import CookieCodec, CookieSpec, CookieValue, private_cache, server_id
+from pyvs.persist.shared_table import SharedStickTable
 from pyvs.persist.store import LEARN, MOVE
 from pyvs.persist.table import StickTable, header_pattern, header_value, query_param, source_key, value_key
 
@@ -205,6 +208,12 @@ class TablePersistence(Persistence):
     def __init__(self, cfg: PersistenceConfig, backend: BackendRuntime) -> None:
         super().__init__(cfg, backend)
         self.table = StickTable(cfg.timeout, cfg.max_entries)
+        # Under a supervisor the table that decides is the generation's shared one
+        # (pyvs/persist/shared_table.py); the local one then stays empty.
+        state = backend.shared_state
+        info = state.sticks.get(backend.name) if state is not None else None
+        self.shared = SharedStickTable(state.words, info, cfg.timeout) if state is not None and info else None
+        self.announced: dict[str, float] = {}  # shared: when a live entry was last told to the hub
         self.refresh = cfg.timeout / 4
         self.outbox: list[list[str]] = []
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -226,6 +235,8 @@ class TablePersistence(Persistence):
         if key is None:
             self.nokey += 1
             return self.backend.pick(fe.pick_context(exclude, now))
+        if self.shared is not None:
+            return self._pick_shared(fe, head, exclude, now, key, self.shared)
         e = self.table.hit(key, now)
         sticky = self.backend.by_name.get(e.value) if e is not None else None
         server, moved = self._stuck(fe, head, exclude, now, sticky)
@@ -242,6 +253,33 @@ class TablePersistence(Persistence):
         self._queue(key, server.name, MOVE if moved else LEARN)
         return server
 
+    def _pick_shared(self, fe: Exchange, head: RequestHead, exclude: frozenset[int], now: float, key: str,
+                     table: SharedStickTable) -> ServerState | None:
+        """``pick`` on the shared table: the first worker to claim a key decides."""
+        servers = self.backend.servers
+        idx = table.lookup(key, now)
+        sticky = servers[idx] if 0 <= idx < len(servers) else None
+        server, moved = self._stuck(fe, head, exclude, now, sticky)
+        if server is None or server.index < 0:
+            return server
+        if server is sticky:
+            if now - self.announced.get(key, -1e18) >= self.refresh:  # keep it alive in the hub and Redis
+                if len(self.announced) >= 65536:
+                    self.announced.clear()
+                self.announced[key] = now
+                self._queue(key, server.name, LEARN)
+            return server
+        held = table.claim(key, server.index, now, sticky.index if moved and sticky is not None else -1)
+        if held != server.index and 0 <= held < len(servers):
+            other = servers[held]
+            if other.target.eligible and other.index not in exclude:
+                self.hits += 1  # another worker stuck this session a moment ago: follow it
+                return other
+            table.put(key, server.index, now)  # what it holds cannot take the request
+        self.announced[key] = now
+        self._queue(key, server.name, MOVE if moved else LEARN)
+        return server
+
     def on_response(self, fe: Exchange, rh: ResponseHead, server: ServerState) -> None:
         pattern = self.resp_pattern
         if pattern is None or server.index < 0:
@@ -252,6 +290,12 @@ class TablePersistence(Persistence):
             return
         # The server issued this token: it is authoritative for it (overwrites).
         now = fe.loop.time()
+        if self.shared is not None:
+            if self.shared.lookup(key, now) != server.index:
+                self.learned_from_responses += 1
+                self.shared.put(key, server.index, now)
+                self._queue(key, server.name, MOVE)
+            return
         e = self.table.get(key, now)
         if e is not None and e.value == server.name:
             return
@@ -277,6 +321,14 @@ class TablePersistence(Persistence):
             self.send({"type": "stick", "backend": self.name, "entries": out})
 
     def on_sync(self, entries: list[Any], now: float) -> None:
+        shared = self.shared
+        if shared is not None:
+            by_name = self.backend.by_name
+            for key, server, ttl in entries:
+                srv = by_name.get(str(server))
+                if ttl > 0 and srv is not None and shared.lookup(str(key), now) != srv.index:
+                    shared.put(str(key), srv.index, now, float(ttl))
+            return
         table = self.table
         for key, server, ttl in entries:
             if ttl > 0:
@@ -284,11 +336,13 @@ class TablePersistence(Persistence):
 
     def _sweep(self) -> None:
         assert self.loop is not None
-        self.table.expire(self.loop.time(), SWEEP_LIMIT)
+        if self.shared is None:  # the supervisor sweeps the shared table
+            self.table.expire(self.loop.time(), SWEEP_LIMIT)
         self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     def statistics(self) -> dict[str, Any]:
-        return {**super().statistics(), "entries": len(self.table), "no_key": self.nokey,
+        entries = len(self.shared) if self.shared is not None else len(self.table)
+        return {**super().statistics(), "entries": entries, "shared": self.shared is not None, "no_key": self.nokey,
                 "learned_from_responses": self.learned_from_responses}
 
 

@@ -16,6 +16,8 @@ from pyvs.balance.hashing import HashScheduler
 from pyvs.balance.slowstart import WEIGHT_SCALE
 from pyvs.config.schema import Backend, parse_address
 from pyvs.http.responses import sorry_response
+from pyvs.shared.state import B_RR, S_ACTIVE, SERVER_FIXED, SharedState
+from pyvs.shared.zone import Words
 
 if TYPE_CHECKING:
     from pyvs.upstream.connection import UpstreamConn
@@ -38,6 +40,7 @@ class ServerState:
     __slots__ = (
         "active",
         "backend",
+        "col",
         "conn_failures",
         "consecutive_errors",
         "host",
@@ -51,8 +54,10 @@ class ServerState:
         "requests",
         "responses_5xx",
         "reused",
+        "slot",
         "target",
         "weight",
+        "words",
     )
 
     def __init__(self, backend: BackendRuntime, index: int, name: str, address: str, weight: int,
@@ -76,6 +81,34 @@ class ServerState:
         self.responses_5xx = 0
         self.active = 0
         self.consecutive_errors = 0  # passive health: failures in a row on live traffic
+        # The instance-wide count in the shared zone (pyvs/shared/state.py), when attached:
+        # ``slot`` holds every worker's total, ``col`` this worker's share of it.
+        self.words: Words | None = None
+        self.slot = 0
+        self.col = 0
+
+    def take(self) -> None:
+        """One more request (or session) in flight to this server, here and instance-wide.
+        The share is written before the total (see pyvs/shared/state.py for why)."""
+        self.active += 1
+        w = self.words
+        if w is not None:
+            w.set(self.col, self.active)
+            w.add(self.slot, 1)
+
+    def give(self) -> None:
+        """One request (or session) to this server is over."""
+        self.active -= 1
+        w = self.words
+        if w is not None:
+            w.add(self.slot, -1)
+            w.set(self.col, self.active)
+
+    def shared_active(self) -> int:
+        """In flight to this server from every worker (this worker's own count when
+        nothing is shared)."""
+        w = self.words
+        return max(0, w.get(self.slot)) if w is not None else self.active
 
     def take_idle(self, now: float, max_idle_age: float) -> UpstreamConn | None:
         """Most recently used idle connection, or None. ``max_idle_age`` > 0 restricts
@@ -147,7 +180,28 @@ class BackendRuntime:
         # asks it instead of pick() when set.
         self.persist: SessionPicker | None = None
         self.simple = False
+        # Instance-wide counts for schedulers that read them (leastconn, p2c...): set by
+        # attach_shared; pick() copies them into the targets first.
+        self.shared_counts: Words | None = None
+        self.shared_state: SharedState | None = None
         self.attach_persistence(None)
+
+    def attach_shared(self, state: SharedState) -> None:
+        """Count in the generation's shared zone, and draw round robin from its
+        instance-wide position (pyvs/shared/state.py)."""
+        self.shared_state = state
+        words = state.words
+        for s in self.servers:
+            slot = state.servers[(self.name, s.name)]
+            s.words = words
+            s.slot = slot + S_ACTIVE
+            s.col = slot + SERVER_FIXED + state.owner
+        rr = state.backends[self.name] + B_RR
+        self.scheduler.share_sequence(lambda: words.add(rr, 1) - 1)
+        sched = self.scheduler
+        if sched.reads_outstanding or (isinstance(sched, HashScheduler) and sched.options.get("balance_factor")):
+            self.shared_counts = words
+        self.attach_persistence(self.persist)
 
     def attach_persistence(self, persist: SessionPicker | None) -> None:
         """Set (or clear) the backend's persistence, and what follows from it."""
@@ -156,11 +210,15 @@ class BackendRuntime:
         # exchange may pick with the shared empty context on its short path.
         # (The short path also counts outstanding requests itself, as Scheduler.taken does.)
         self.simple = persist is None and not self.needs_context and not self.observes \
-            and type(self.scheduler).taken is Scheduler.taken
+            and type(self.scheduler).taken is Scheduler.taken and self.shared_counts is None
 
     def pick(self, ctx: PickContext | None = None) -> ServerState | None:
         """Choose a server. The caller digests the request into ``ctx`` only when the
         algorithm reads one (``needs_context``: hashing); others share an empty one."""
+        words = self.shared_counts
+        if words is not None:  # the instance's counts, not this worker's
+            for s in self.servers:
+                s.target.outstanding = max(0, words.get(s.slot))
         target = self.scheduler.pick(ctx if ctx is not None else self._empty_ctx)
         if target is None:
             return None

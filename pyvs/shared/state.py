@@ -1,0 +1,152 @@
+"""What lives where in a worker generation's shared zone, and the handles the data
+path uses.
+
+Theory of operation
+-------------------
+The supervisor builds one :class:`SharedState` per worker generation from its
+config, before forking the generation's workers; each worker finds it with
+:func:`current` (set in the forked child by :func:`attach`). The layout, in int64
+words:
+
+``servers``
+    one record per server of every backend: ``[active, queued, 0, 0, own_0 ..
+    own_{W-1}]``. ``active`` is the instance-wide count of requests (HTTP) or
+    connections (TCP/UDP sessions) in flight to the server, changed with one atomic
+    add; ``own_i`` is worker *i*'s share of it, written only by worker *i*. When a
+    worker dies the supervisor takes its share off ``active`` (:meth:`owner_died`),
+    so a dead worker never leaves a count behind. A worker writes its share before
+    adding to ``active`` and after taking from it: a worker killed between the two
+    leaves ``active`` short by one, never long, and a ``maxconn`` never locks a
+    server out.
+``backends``
+    ``[rr, ...]`` per backend: ``rr`` is the round-robin position all workers draw
+    from (one atomic add per pick), so round robin is one rotation for the instance.
+``tables``
+    one stick table per backend with table persistence, one bucket table per rate
+    limit: see :mod:`pyvs.shared.zone`.
+
+A reload builds a new zone for the new generation: counts of requests the old
+generation still finishes are not seen by the new one during the grace period
+(documented in docs/sessions.md); stick-table entries move through the supervisor's
+hub, which hands every live entry to each new worker.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pyvs.shared.zone import Words, Zone, table_capacity, table_words
+
+if TYPE_CHECKING:
+    from pyvs.config.schema import Config
+
+SERVER_FIXED = 4  # active, queued, two spare words
+S_ACTIVE, S_QUEUED = 0, 1
+BACKEND_WORDS = 8
+B_RR = 0
+HEADER_WORDS = 8
+SWEEP_LIMIT = 4096  # slots looked at per table per sweep
+
+
+def usec(seconds: float) -> int:
+    """Monotonic seconds (loop.time(), time.monotonic()) as the zone's integer time."""
+    return int(seconds * 1_000_000)
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """Where one table lives and what bounds it."""
+
+    base: int
+    capacity: int
+    max_entries: int
+
+
+class SharedState:
+    """The zone of one worker generation and its map (built by the supervisor)."""
+
+    def __init__(self, cfg: Config, nworkers: int, *, implementation: str | None = None,
+                 rate_tables: dict[str, int] | None = None) -> None:
+        self.nworkers = max(1, nworkers)
+        self.stride = SERVER_FIXED + self.nworkers
+        pos = HEADER_WORDS
+        self.servers: dict[tuple[str, str], int] = {}
+        for b in cfg.backends:
+            for s in b.servers:
+                self.servers[(b.name, s.name)] = pos
+                pos += self.stride
+        self.backends: dict[str, int] = {}
+        for b in cfg.backends:
+            self.backends[b.name] = pos
+            pos += BACKEND_WORDS
+        self.sticks: dict[str, TableInfo] = {}
+        for b in cfg.backends:
+            p = b.persistence
+            if p is not None and p.uses_table:
+                cap = table_capacity(p.max_entries)
+                self.sticks[b.name] = TableInfo(pos, cap, p.max_entries)
+                pos += table_words(cap)
+        self.rates: dict[str, TableInfo] = {}
+        for name, max_entries in (rate_tables or {}).items():
+            cap = table_capacity(max_entries)
+            self.rates[name] = TableInfo(pos, cap, max_entries)
+            pos += table_words(cap)
+        self.zone = Zone(pos, implementation=implementation)
+        for t in [*self.sticks.values(), *self.rates.values()]:
+            self.zone.init_table(t.base, t.capacity, t.max_entries)
+        self.words: Words = self.zone.words
+        self.owner = -1  # set in a worker by attach()
+
+    # ------------------------------------------------------------ supervisor
+    def owner_died(self, owner: int) -> int:
+        """Give back every count worker ``owner`` held (it is dead: nothing of it
+        can change any more). Returns how many were given back."""
+        if not 0 <= owner < self.nworkers:
+            return 0
+        w = self.words
+        total = 0
+        for slot in self.servers.values():
+            col = slot + SERVER_FIXED + owner
+            held = w.get(col)
+            if held:
+                w.add(slot + S_ACTIVE, -held)
+                w.set(col, 0)
+                total += held
+        return total
+
+    def sweep(self, now: float | None = None) -> int:
+        """Remove expired entries from every table (a bounded slice each call)."""
+        t = usec(time.monotonic() if now is None else now)
+        return sum(self.words.table_sweep(x.base, t, SWEEP_LIMIT) for x in [*self.sticks.values(),
+                                                                             *self.rates.values()])
+
+    def active(self, backend: str, server: str) -> int:
+        """The instance-wide count of a server (for /status)."""
+        slot = self.servers.get((backend, server))
+        return max(0, self.words.get(slot + S_ACTIVE)) if slot is not None else 0
+
+    def statistics(self) -> dict[str, object]:
+        return {
+            "implementation": self.zone.implementation,
+            "bytes": self.zone.nwords * 8,
+            "stick_tables": {name: dict(zip(("entries", "evictions"), self.zone.table_stats(t.base), strict=True))
+                             for name, t in self.sticks.items()},
+        }
+
+
+_current: SharedState | None = None
+
+
+def attach(state: SharedState | None, owner: int) -> None:
+    """In a forked worker: this process is worker ``owner`` of ``state``'s generation."""
+    global _current
+    if state is not None:
+        state.owner = owner
+    _current = state
+
+
+def current() -> SharedState | None:
+    """The shared state of this worker's generation (None outside a supervised worker)."""
+    return _current
