@@ -80,6 +80,8 @@ class RoundRobin(Scheduler):
         cycle = self._cycle
         if cycle is None:
             cycle = self._cycle = interleaved_cycle(self.pool())
+        if len(cycle) == 1:
+            return cycle[0]  # one server: nothing to rotate (and no shared add)
         return cycle_pick(cycle, draw(), ctx.exclude)
 
 

@@ -24,6 +24,9 @@
  *   table_del(base, tag) -> bool
  *   table_sweep(base, now, limit) -> int             expired entries removed
  *   gcra(base, tag, now, interval, tau) -> int       0 = admitted, else wait (same unit)
+ *   count_add(base, tag, owner, owners, delta, limit, now, ttl) -> int
+ *                                                    a key's count over all owners, or -1
+ *   drop_owner(base, owner) -> int                   remove one owner's counts
  *
  * A table region at word ``base``: [lock, count, evictions, capacity, max_entries,
  * sweep cursor, 0, 0] then ``capacity`` slots of [tag, value, expires]; tag 0 is an
@@ -422,6 +425,88 @@ zone_gcra(Zone *self, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromLongLong(wait);
 }
 
+/* The tag of (key, owner): one entry per worker per key (counts a worker owns). */
+static int64_t
+owner_tag(int64_t tag, int64_t owner)
+{
+    int64_t t = (int64_t)(((uint64_t)tag + (uint64_t)(owner + 1) * 0x9E3779B97F4A7C15ULL) & 0x7FFFFFFFFFFFFFFFULL);
+    return t ? t : 1;
+}
+
+/* count_add(base, tag, owner, owners, delta, limit, now, ttl) -> the key's total over
+ * every owner after the change, or -1 (nothing changed) when ``delta`` > 0 would take
+ * it above ``limit`` (0: no limit). Values are owner << 32 | count. */
+static PyObject *
+zone_count_add(Zone *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t a[8];
+    Table t;
+    if (get_args(args, nargs, 8, a) < 0 || table_at(self, a[0], &t) < 0)
+        return NULL;
+    int64_t tag = a[1], owner = a[2], owners = a[3], delta = a[4], limit = a[5], now = a[6], ttl = a[7];
+    if (owner < 0 || owner >= owners || owners > 4096) {
+        PyErr_SetString(PyExc_ValueError, "owner outside 0..owners-1");
+        return NULL;
+    }
+    int found;
+    int64_t total = 0, mine = 0;
+    lock(&t.h[H_LOCK]);
+    for (int64_t i = 0; i < owners; i++) {
+        uint64_t j = find(&t, owner_tag(tag, i), &found);
+        if (found) {
+            int64_t c = t.s[j * SLOT + 1] & 0xFFFFFFFF;
+            total += c;
+            if (i == owner)
+                mine = c;
+        }
+    }
+    if (delta > 0 && limit > 0 && total + delta > limit) {
+        unlock(&t.h[H_LOCK]);
+        return PyLong_FromLongLong(-1);
+    }
+    int64_t own = mine + delta;
+    if (own < 0)
+        own = 0;
+    total += own - mine;
+    int64_t mt = owner_tag(tag, owner);
+    uint64_t j = find(&t, mt, &found);
+    if (own == 0) {
+        if (found)
+            remove_at(&t, j);
+    }
+    else if (found) {
+        t.s[j * SLOT + 1] = (owner << 32) | own;
+        t.s[j * SLOT + 2] = now + ttl;
+    }
+    else
+        insert(&t, mt, (owner << 32) | own, now + ttl);
+    unlock(&t.h[H_LOCK]);
+    return PyLong_FromLongLong(total);
+}
+
+/* drop_owner(base, owner) -> entries removed: a dead worker's counts. */
+static PyObject *
+zone_drop_owner(Zone *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t a[2];
+    Table t;
+    if (get_args(args, nargs, 2, a) < 0 || table_at(self, a[0], &t) < 0)
+        return NULL;
+    int64_t removed = 0;
+    lock(&t.h[H_LOCK]);
+    for (uint64_t i = 0; i <= t.mask;) {
+        int64_t *si = t.s + i * SLOT;
+        if (si[0] != 0 && (si[1] >> 32) == a[1]) {
+            remove_at(&t, i);
+            removed++;
+            continue;
+        }
+        i++;
+    }
+    unlock(&t.h[H_LOCK]);
+    return PyLong_FromLongLong(removed);
+}
+
 static PyMethodDef zone_methods[] = {
     {"add", (PyCFunction)(void (*)(void))zone_add, METH_FASTCALL, "add(i, d) -> new value (atomic)"},
     {"get", (PyCFunction)(void (*)(void))zone_get, METH_FASTCALL, "get(i) -> value"},
@@ -432,6 +517,8 @@ static PyMethodDef zone_methods[] = {
     {"table_del", (PyCFunction)(void (*)(void))zone_table_del, METH_FASTCALL, "remove tag"},
     {"table_sweep", (PyCFunction)(void (*)(void))zone_table_sweep, METH_FASTCALL, "remove expired entries"},
     {"gcra", (PyCFunction)(void (*)(void))zone_gcra, METH_FASTCALL, "rate limit: 0 or the wait"},
+    {"count_add", (PyCFunction)(void (*)(void))zone_count_add, METH_FASTCALL, "per-key counts by owner"},
+    {"drop_owner", (PyCFunction)(void (*)(void))zone_drop_owner, METH_FASTCALL, "remove an owner's counts"},
     {NULL, NULL, 0, NULL},
 };
 

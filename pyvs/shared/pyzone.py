@@ -217,3 +217,56 @@ class PyZone:
             else:
                 self._insert(base, s, mask, tag, tat + interval, tat + interval)
             return 0
+
+    # ------------------------------------------------------- counts by owner
+    def count_add(self, base: int, tag: int, owner: int, owners: int, delta: int, limit: int, now: int,
+                  ttl: int) -> int:
+        if not 0 <= owner < owners or owners > 4096:
+            raise ValueError("owner outside 0..owners-1")
+        s, mask = self._table(base)
+        w = self.w
+        with _Locked(self.fd, base + H_LOCK):
+            total = mine = 0
+            for i in range(owners):
+                j, found = self._find(s, mask, owner_tag(tag, i))
+                if found:
+                    c = w[s + j * SLOT + 1] & 0xFFFFFFFF
+                    total += c
+                    if i == owner:
+                        mine = c
+            if delta > 0 and limit > 0 and total + delta > limit:
+                return -1
+            own = max(0, mine + delta)
+            total += own - mine
+            mt = owner_tag(tag, owner)
+            j, found = self._find(s, mask, mt)
+            if own == 0:
+                if found:
+                    self._remove(base, s, mask, j)
+            elif found:
+                w[s + j * SLOT + 1] = (owner << 32) | own
+                w[s + j * SLOT + 2] = now + ttl
+            else:
+                self._insert(base, s, mask, mt, (owner << 32) | own, now + ttl)
+            return total
+
+    def drop_owner(self, base: int, owner: int) -> int:
+        s, mask = self._table(base)
+        w = self.w
+        removed = 0
+        with _Locked(self.fd, base + H_LOCK):
+            i = 0
+            while i <= mask:
+                si = s + i * SLOT
+                if w[si] != 0 and w[si + 1] >> 32 == owner:
+                    self._remove(base, s, mask, i)
+                    removed += 1
+                    continue
+                i += 1
+        return removed
+
+
+def owner_tag(tag: int, owner: int) -> int:
+    """The tag of (key, owner), as pyvs/shared/_zone.c computes it."""
+    t = ((tag + (owner + 1) * _GOLDEN) & _U64) & INT64_MAX
+    return t or 1

@@ -9,9 +9,10 @@ config, before forking the generation's workers; each worker finds it with
 words:
 
 ``servers``
-    one record per server of every backend: ``[active, queued, 0, 0, own_0 ..
-    own_{W-1}]``. ``active`` is the instance-wide count of requests (HTTP) or
-    connections (TCP/UDP sessions) in flight to the server, changed with one atomic
+    one record per server of every backend: ``[active, queued, errors, 0, own_0 ..
+    own_{W-1}]`` (``errors``: live-traffic failures in a row, for passive health).
+    ``active`` is the instance-wide count of requests (HTTP) or connections (TCP/UDP
+    sessions) in flight to the server (backends in ``counted``), changed with one atomic
     add; ``own_i`` is worker *i*'s share of it, written only by worker *i*. When a
     worker dies the supervisor takes its share off ``active`` (:meth:`owner_died`),
     so a dead worker never leaves a count behind. A worker writes its share before
@@ -19,11 +20,14 @@ words:
     leaves ``active`` short by one, never long, and a ``maxconn`` never locks a
     server out.
 ``backends``
-    ``[rr, ...]`` per backend: ``rr`` is the round-robin position all workers draw
-    from (one atomic add per pick), so round robin is one rotation for the instance.
+    ``[rr, tail, head, queued, ...]`` per backend: ``rr`` is the round-robin position
+    all workers draw from (one atomic add per pick), so round robin is one rotation
+    for the instance; ``tail``, ``head`` and ``queued`` order the HTTP queue
+    (:mod:`pyvs.l7.queue`), whose ring of abandoned tickets follows the backends.
 ``tables``
     one stick table per backend with table persistence, one bucket table per rate
-    limit: see :mod:`pyvs.shared.zone`.
+    limit, one client table per listener with ``max_client_connections``: see
+    :mod:`pyvs.shared.zone`.
 
 A reload builds a new zone for the new generation: counts of requests the old
 generation still finishes are not seen by the new one during the grace period
@@ -40,14 +44,15 @@ from typing import TYPE_CHECKING
 from pyvs.shared.zone import Words, Zone, table_capacity, table_words
 
 if TYPE_CHECKING:
-    from pyvs.config.schema import Config
+    from pyvs.config.schema import Backend, Config
 
 SERVER_FIXED = 4  # active, queued, two spare words
-S_ACTIVE, S_QUEUED = 0, 1
+S_ACTIVE, S_QUEUED, S_ERRORS = 0, 1, 2
 BACKEND_WORDS = 8
-B_RR = 0
+B_RR, B_TAIL, B_HEAD, B_QUEUED = 0, 1, 2, 3
 HEADER_WORDS = 8
 SWEEP_LIMIT = 4096  # slots looked at per table per sweep
+CLIENT_ENTRIES = 65536  # addresses x workers tracked per listener with max_client_connections
 
 
 def usec(seconds: float) -> int:
@@ -77,10 +82,24 @@ class SharedState:
             for s in b.servers:
                 self.servers[(b.name, s.name)] = pos
                 pos += self.stride
+        # Backends whose counts are kept here: something reads them (a count-reading
+        # algorithm, a maxconn). Others count in each worker only: their requests pay
+        # nothing for sharing (the plain path), and /status sums the workers' reports.
+        self.counted = {b.name for b in cfg.backends if counts_matter(b)}
         self.backends: dict[str, int] = {}
         for b in cfg.backends:
             self.backends[b.name] = pos
             pos += BACKEND_WORDS
+        # The HTTP queue's ring of abandoned tickets (pyvs/l7/queue.py), for backends
+        # with a server maxconn: two slots per ticket that can be outstanding.
+        self.rings: dict[str, tuple[int, int]] = {}
+        for b in cfg.backends:
+            if any(s.maxconn for s in b.servers):
+                size = 8
+                while size < 2 * (b.queue.size + self.nworkers):
+                    size *= 2
+                self.rings[b.name] = (pos, size)
+                pos += size
         self.sticks: dict[str, TableInfo] = {}
         for b in cfg.backends:
             p = b.persistence
@@ -89,12 +108,19 @@ class SharedState:
                 self.sticks[b.name] = TableInfo(pos, cap, p.max_entries)
                 pos += table_words(cap)
         self.rates: dict[str, TableInfo] = {}
-        for name, max_entries in (rate_tables or {}).items():
+        for name, max_entries in {**rate_limits(cfg), **(rate_tables or {})}.items():
             cap = table_capacity(max_entries)
             self.rates[name] = TableInfo(pos, cap, max_entries)
             pos += table_words(cap)
+        # max_client_connections (pyvs/l7/clientcap.py): one entry per worker and address.
+        self.clients: dict[str, TableInfo] = {}
+        for lst in cfg.listeners:
+            if lst.mode == "http" and lst.max_client_connections:
+                cap = table_capacity(CLIENT_ENTRIES)
+                self.clients[lst.name] = TableInfo(pos, cap, CLIENT_ENTRIES)
+                pos += table_words(cap)
         self.zone = Zone(pos, implementation=implementation)
-        for t in [*self.sticks.values(), *self.rates.values()]:
+        for t in [*self.sticks.values(), *self.rates.values(), *self.clients.values()]:
             self.zone.init_table(t.base, t.capacity, t.max_entries)
         self.words: Words = self.zone.words
         self.owner = -1  # set in a worker by attach()
@@ -114,26 +140,62 @@ class SharedState:
                 w.add(slot + S_ACTIVE, -held)
                 w.set(col, 0)
                 total += held
+        for t in self.clients.values():
+            w.drop_owner(t.base, owner)
         return total
 
     def sweep(self, now: float | None = None) -> int:
         """Remove expired entries from every table (a bounded slice each call)."""
         t = usec(time.monotonic() if now is None else now)
-        return sum(self.words.table_sweep(x.base, t, SWEEP_LIMIT) for x in [*self.sticks.values(),
-                                                                             *self.rates.values()])
+        return sum(self.words.table_sweep(x.base, t, SWEEP_LIMIT)
+                   for x in [*self.sticks.values(), *self.rates.values(), *self.clients.values()])
 
-    def active(self, backend: str, server: str) -> int:
-        """The instance-wide count of a server (for /status)."""
+    def active(self, backend: str, server: str) -> int | None:
+        """The instance-wide count of a server (for /status); None when the backend's
+        counts are not kept here."""
         slot = self.servers.get((backend, server))
-        return max(0, self.words.get(slot + S_ACTIVE)) if slot is not None else 0
+        if slot is None or backend not in self.counted:
+            return None
+        return max(0, self.words.get(slot + S_ACTIVE))
 
     def statistics(self) -> dict[str, object]:
         return {
+            "queued": {name: max(0, self.words.get(base + B_QUEUED)) for name, base in self.backends.items()
+                       if name in self.rings},
             "implementation": self.zone.implementation,
             "bytes": self.zone.nwords * 8,
             "stick_tables": {name: dict(zip(("entries", "evictions"), self.zone.table_stats(t.base), strict=True))
                              for name, t in self.sticks.items()},
         }
+
+
+def counts_matter(b: Backend) -> bool:
+    """Does anything read the backend's in-flight counts: a server ``maxconn``, or an
+    algorithm that decides on them (``Scheduler.reads_outstanding``, bounded loads)?"""
+    if any(s.maxconn for s in b.servers):
+        return True
+    from pyvs.balance import load_all
+    from pyvs.balance.base import REGISTRY, parse_spec
+
+    load_all()
+    cls = REGISTRY.get(parse_spec(b.balance)[0])
+    return bool(cls is not None and cls.reads_outstanding) or bool(b.balance_options.get("balance_factor"))
+
+
+def rate_limits(cfg: Config) -> dict[str, int]:
+    """Every ``rate_limit`` of the config by where it is written (``LISTENER`` or
+    ``LISTENER.routes[j]`` / ``LISTENER.vhosts[i].routes[j]``, the router's
+    ``RouteSpec.where``): its table's name, and its size."""
+    out: dict[str, int] = {}
+    for lst in cfg.listeners:
+        if lst.rate_limit is not None:
+            out[lst.name] = lst.rate_limit.max_entries
+        routes = [(f"routes[{j}]", r) for j, r in enumerate(lst.routes)]
+        routes += [(f"vhosts[{i}].routes[{j}]", r) for i, v in enumerate(lst.vhosts) for j, r in enumerate(v.routes)]
+        for where, r in routes:
+            if r.rate_limit is not None:
+                out[f"{lst.name}.{where}"] = r.rate_limit.max_entries
+    return out
 
 
 _current: SharedState | None = None

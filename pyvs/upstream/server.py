@@ -16,7 +16,7 @@ from pyvs.balance.hashing import HashScheduler
 from pyvs.balance.slowstart import WEIGHT_SCALE
 from pyvs.config.schema import Backend, parse_address
 from pyvs.http.responses import sorry_response
-from pyvs.shared.state import B_RR, S_ACTIVE, SERVER_FIXED, SharedState
+from pyvs.shared.state import B_RR, S_ACTIVE, S_ERRORS, SERVER_FIXED, SharedState
 from pyvs.shared.zone import Words
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ class ServerState:
         "index_set",
         "name",
         "opened",
+        "passive_word",
         "port",
         "requests",
         "responses_5xx",
@@ -86,6 +87,29 @@ class ServerState:
         self.words: Words | None = None
         self.slot = 0
         self.col = 0
+        self.passive_word = 0  # the shared count of failures in a row (passive health), when shared
+
+    def passive_failed(self, threshold: int) -> bool:
+        """One more live-traffic failure in a row; True when this one reaches
+        ``threshold`` (then the count starts again). Shared by every worker when the
+        backend has passive health, so N failures spread over workers are N."""
+        w = self.words
+        if w is None or not self.passive_word:
+            self.consecutive_errors += 1
+            if self.consecutive_errors < threshold:
+                return False
+            self.consecutive_errors = 0
+            return True
+        if w.add(self.passive_word, 1) != threshold:
+            return False  # below it, or another worker's failure reached it first
+        w.set(self.passive_word, 0)
+        return True
+
+    def passive_ok(self) -> None:
+        """An answer without error: the failures in a row start again from 0."""
+        w = self.words
+        if w is not None and w.get(self.passive_word):
+            w.set(self.passive_word, 0)
 
     def take(self) -> None:
         """One more request (or session) in flight to this server, here and instance-wide.
@@ -95,6 +119,29 @@ class ServerState:
         if w is not None:
             w.set(self.col, self.active)
             w.add(self.slot, 1)
+
+    def try_take(self) -> bool:
+        """``take`` if the server is below its ``maxconn`` instance-wide (always, without
+        one); False, with nothing taken, when it is full. Exact across workers: the
+        add is atomic and undone when it went over."""
+        maxconn = self.target.maxconn
+        if not maxconn:
+            self.take()
+            return True
+        w = self.words
+        if w is None:
+            if self.active >= maxconn:
+                return False
+            self.active += 1
+            return True
+        self.active += 1
+        w.set(self.col, self.active)
+        if w.add(self.slot, 1) <= maxconn:
+            return True
+        w.add(self.slot, -1)
+        self.active -= 1
+        w.set(self.col, self.active)
+        return False
 
     def give(self) -> None:
         """One request (or session) to this server is over."""
@@ -184,6 +231,9 @@ class BackendRuntime:
         # attach_shared; pick() copies them into the targets first.
         self.shared_counts: Words | None = None
         self.shared_state: SharedState | None = None
+        # The HTTP queue (pyvs/l7/queue.py) when a server has a maxconn: set by the worker.
+        self.queue: Any = None
+        self.limited = any(s.maxconn for s in cfg.servers)
         self.attach_persistence(None)
 
     def attach_shared(self, state: SharedState) -> None:
@@ -191,11 +241,17 @@ class BackendRuntime:
         instance-wide position (pyvs/shared/state.py)."""
         self.shared_state = state
         words = state.words
-        for s in self.servers:
-            slot = state.servers[(self.name, s.name)]
-            s.words = words
-            s.slot = slot + S_ACTIVE
-            s.col = slot + SERVER_FIXED + state.owner
+        if self.name in state.counted:  # something reads the counts: keep them instance-wide
+            for s in self.servers:
+                slot = state.servers[(self.name, s.name)]
+                s.words = words
+                s.slot = slot + S_ACTIVE
+                s.col = slot + SERVER_FIXED + state.owner
+        if self.passive_threshold:  # outlier detection counts every worker's failures
+            for s in self.servers:
+                slot = state.servers[(self.name, s.name)]
+                s.words = words
+                s.passive_word = slot + S_ERRORS
         rr = state.backends[self.name] + B_RR
         self.scheduler.share_sequence(lambda: words.add(rr, 1) - 1)
         sched = self.scheduler
@@ -210,7 +266,7 @@ class BackendRuntime:
         # exchange may pick with the shared empty context on its short path.
         # (The short path also counts outstanding requests itself, as Scheduler.taken does.)
         self.simple = persist is None and not self.needs_context and not self.observes \
-            and type(self.scheduler).taken is Scheduler.taken and self.shared_counts is None
+            and type(self.scheduler).taken is Scheduler.taken and self.shared_counts is None and not self.limited
 
     def pick(self, ctx: PickContext | None = None) -> ServerState | None:
         """Choose a server. The caller digests the request into ``ctx`` only when the
@@ -252,5 +308,7 @@ class BackendRuntime:
         }
         if self.persist is not None:
             out["persistence"] = self.persist.statistics()
+        if self.queue is not None:
+            out["queue"] = self.queue.statistics()
         return out
 

@@ -57,6 +57,9 @@ def test_agent_percentage_scales_the_weight() -> None:
     m.on_result(e, ok(True, "50%"))
     assert sent[-1]["weight"] == 2 * WEIGHT_SCALE // 2 and sent[-1]["eligible"]
     m.on_result(e, ok(True, "drain"))
+    # HAProxy's drain: no new sessions (weight 0), stuck sessions still served (eligible).
+    assert sent[-1]["weight"] == 0 and sent[-1]["eligible"] is True
+    m.on_result(e, ok(True, "maint"))
     assert sent[-1]["eligible"] is False
 
 

@@ -213,3 +213,23 @@ def test_a_lock_left_by_a_dead_process_is_taken_over() -> None:
     z.words.set(base, dead.pid)  # the lock word, as if that process died holding it
     assert z.words.table_claim(base, tag_of("k"), 1, 0, 100, -1) == 1
     assert z.words.get(base) == 0
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_counts_by_owner_limit_and_a_dead_owner(impl: str) -> None:
+    """Per-key counts kept per owner (worker): the limit holds on the total; a dead
+    owner's counts go with drop_owner and nobody else's do."""
+    z, base = table(impl, 100)
+    w = z.words
+    a, b = tag_of("10.0.0.1"), tag_of("10.0.0.2")
+    assert [w.count_add(base, a, 0, 3, 1, 3, 0, 10**9) for _ in range(2)] == [1, 2]
+    assert w.count_add(base, a, 1, 3, 1, 3, 0, 10**9) == 3
+    assert w.count_add(base, a, 2, 3, 1, 3, 0, 10**9) == -1  # over the limit, whoever asks
+    assert w.count_add(base, b, 2, 3, 1, 3, 0, 10**9) == 1  # another key
+    assert w.count_add(base, a, 0, 3, -1, 0, 0, 10**9) == 2
+    assert w.count_add(base, a, 2, 3, 1, 3, 0, 10**9) == 3
+    assert w.drop_owner(base, 2) == 2  # owner 2 died holding a and b once each
+    assert w.count_add(base, a, 1, 3, 0, 0, 0, 10**9) == 2
+    assert w.count_add(base, b, 1, 3, 0, 0, 0, 10**9) == 0
+    assert w.count_add(base, a, 0, 3, -5, 0, 0, 10**9) == 1  # never below zero
+    assert z.table_stats(base)[0] == 1
