@@ -1,0 +1,167 @@
+"""A TLS client connection: its facts, and the SNI/Host rule.
+
+Theory of operation
+-------------------
+uvloop does the handshake before the protocol hears of the connection, so when
+:meth:`TlsConnection.connection_made` runs the version, the cipher and the SNI
+callback's choice (left on the ``SSLObject`` by :meth:`pyvs.tls.server.TlsServer.on_sni`)
+are all known. :class:`TlsFacts` keeps the ``SSLObject`` and turns a fact into
+bytes only when a route condition, a ``%{tls_*}`` variable or the client-subject
+header asks; a connection whose routes ask nothing pays for nothing but the object.
+
+The exchange's :class:`~pyvs.l7.request.RequestView` is swapped for a
+:class:`TlsRequestView` that carries the facts (``view.tls``): route conditions
+see only the view. On a plain listener the view has no ``tls`` and TLS
+conditions are false.
+
+The SNI/Host rule (``tls.check_host``, RFC 9110 7.4 and the 421 status of
+RFC 9110 15.5.20): a browser reuses a connection for every name the certificate
+covers. A request whose Host the certificate chosen by SNI does *not* cover was
+sent on the wrong connection -- or is an attempt to reach a virtual host behind a
+certificate it does not have -- and is answered 421 Misdirected Request, which
+tells a browser to retry on a new connection. A connection without SNI (a client
+that asked by address) is not checked: there was no name to compare with.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from pyvs.l7.h1conn import H1Connection
+from pyvs.l7.request import RequestView, normalise_host
+
+if TYPE_CHECKING:
+    from pyvs.config.tls_schema import TlsListener
+    from pyvs.l7.listener import ListenerRuntime
+    from pyvs.tls.server import TlsServer
+
+# Short names of RFC 4514 for the attributes getpeercert() spells out.
+_SHORT = {
+    "commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU", "countryName": "C",
+    "stateOrProvinceName": "ST", "localityName": "L", "streetAddress": "STREET", "domainComponent": "DC",
+    "userId": "UID",
+}
+_ESCAPE = frozenset(',+"\\<>;=')
+
+
+def rfc4514(subject: Any) -> str:
+    """A subject as ``getpeercert()`` gives it, as an RFC 4514 string (most specific
+    first: ``CN=alice,O=Example,C=FR``). Special characters are escaped with a
+    backslash; control and non-ASCII characters as ``\\XX`` hex pairs, so the value
+    can never break a header line."""
+    rdns = []
+    for rdn in reversed(subject or ()):
+        parts = []
+        for name, value in rdn:
+            out = []
+            for i, ch in enumerate(str(value)):
+                if ch in _ESCAPE or (ch in " #" and i == 0) or (ch == " " and i == len(value) - 1):
+                    out.append("\\" + ch)
+                elif not " " <= ch <= "~":
+                    out.extend(f"\\{b:02X}" for b in ch.encode("utf-8"))
+                else:
+                    out.append(ch)
+            parts.append(f"{_SHORT.get(name, name)}={''.join(out)}")
+        rdns.append("+".join(parts))
+    return ",".join(rdns)
+
+
+class TlsEndpoint:
+    """What a worker's TLS listener needs at accept and per request."""
+
+    __slots__ = ("check_host", "context", "handshake_timeout", "server", "subject_header")
+
+    def __init__(self, cfg: TlsListener) -> None:
+        self.server: TlsServer = cfg.server
+        self.context: ssl.SSLContext = self.server.front
+        self.check_host = cfg.check_host
+        self.handshake_timeout = cfg.handshake_timeout
+        self.subject_header = cfg.client_subject_header if cfg.client_ca is not None else None
+
+    def protocol(self, lst: ListenerRuntime) -> TlsConnection:
+        return TlsConnection(lst)
+
+
+class TlsFacts:
+    """One TLS connection's facts, as bytes, each computed on first use."""
+
+    __slots__ = ("_cipher", "_subject", "_version", "cert", "endpoint", "sni", "sslobj")
+
+    def __init__(self, endpoint: TlsEndpoint, sslobj: Any) -> None:
+        self.endpoint = endpoint
+        self.sslobj = sslobj
+        name = getattr(sslobj, "pyvs_sni", None)
+        self.sni = name.lower().rstrip(".").encode("ascii", "replace") if name else b""
+        cert = getattr(sslobj, "pyvs_cert", None)
+        self.cert: int | None = cert if cert is not None else endpoint.server.default
+        self._version: bytes | None = None
+        self._cipher: bytes | None = None
+        self._subject: bytes | None = None
+
+    @property
+    def version(self) -> bytes:
+        """``TLSv1.2`` / ``TLSv1.3``."""
+        v = self._version
+        if v is None:
+            v = self._version = (self.sslobj.version() or "").encode()
+        return v
+
+    @property
+    def cipher(self) -> bytes:
+        """The OpenSSL name of the suite, e.g. ``TLS_AES_128_GCM_SHA256``."""
+        c = self._cipher
+        if c is None:
+            info = self.sslobj.cipher()
+            c = self._cipher = info[0].encode() if info else b""
+        return c
+
+    @property
+    def client_subject(self) -> bytes:
+        """The verified client certificate's subject (RFC 4514), empty without one."""
+        s = self._subject
+        if s is None:
+            try:
+                peer = self.sslobj.getpeercert()
+            except ValueError:
+                peer = None
+            s = self._subject = rfc4514(peer.get("subject")).encode("ascii") if peer else b""
+        return s
+
+    def misdirected(self, host: bytes | None) -> bool:
+        """The SNI/Host rule (see the module docstring): True means answer 421."""
+        sni = self.sni
+        if not sni or not self.endpoint.check_host or self.cert is None:
+            return False
+        h = normalise_host(host)
+        if h == sni or not h:
+            return False
+        return not self.endpoint.server.certs[self.cert].covers(h.decode("latin-1"))
+
+
+class TlsRequestView(RequestView):
+    """The request view of a TLS connection: the same facts plus ``tls``."""
+
+    __slots__ = ("tls",)
+
+    def __init__(self, tls: TlsFacts | None) -> None:
+        super().__init__()
+        self.tls = tls
+
+
+class TlsConnection(H1Connection):
+    """An HTTP/1 connection over TLS: the facts are taken when it is accepted."""
+
+    def connection_made(self, transport: Any) -> None:
+        endpoint = self.lst.tls
+        sslobj = transport.get_extra_info("ssl_object")
+        if endpoint is not None and sslobj is not None:
+            facts = TlsFacts(endpoint, sslobj)
+            self.tls = facts
+            self.ex.view = TlsRequestView(facts)
+        super().connection_made(transport)
+
+
+def facts_of(view: object) -> TlsFacts | None:
+    """The TLS facts of a request view (None on a plain connection)."""
+    return getattr(view, "tls", None)
