@@ -3,13 +3,13 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_TEST := curl keepalived iproute2 redis-server nftables
-APT_BENCH := wrk haproxy nginx-light libnginx-mod-stream curl nftables
+APT_TEST := curl keepalived iproute2 redis-server nftables bind9-dnsutils nsd chromium snmpd snmp
+APT_BENCH := wrk haproxy nginx-light libnginx-mod-stream curl nftables nsd dnsperf openssl
 
-.PHONY: run test deps venv lint bench soak clean
+.PHONY: run test deps venv lint bench bench-dns soak clean
 
 # setup.py builds the optional C head scanner (pyvs/http/_scan.c) in place.
-$(STAMP): pyproject.toml setup.py pyvs/http/_scan.c
+$(STAMP): pyproject.toml setup.py pyvs/http/_scan.c pyvs/shared/_zone.c
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -37,6 +37,11 @@ lint: venv
 bench: venv
 	@bash scripts/apt-ensure.sh $(APT_BENCH)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# pyvs's DNS responder vs NSD on the same static zone: answers per CPU-second, medians of 3.
+bench-dns: venv
+	@bash scripts/apt-ensure.sh $(APT_BENCH)
+	$(BIN)/python bench/dns.py $(BENCH_DNS_ARGS)
 
 # Not CI: SOAK_MINUTES (default 10) of mixed traffic through pyvs while servers are
 # killed and restarted; fails on a truncated-as-complete response, a checksum mismatch,

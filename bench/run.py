@@ -862,6 +862,71 @@ def routes_scenario(pyvs_regex: bool = True) -> Scenario:
     )
 
 
+# --------------------------------------------------------------------------------------------------
+# scenario: http-log (issue 17): http-small with an access log line per request written to a file
+
+LOG_TARGET = 0.85  # pyvs with its access log / HAProxy with option httplog, per proxy CPU-second
+
+
+def log_haproxy(ws: Workspace, listen: Endpoint, backend: Backend) -> ProxyLaunch:
+    """HAProxy's ``option httplog`` lines to its stdout, which the workspace sends to a file
+    (``haproxy.log``): the log is written by the HAProxy process itself, as pyvs's is."""
+    head = HAPROXY_HTTP_DEFAULTS.replace("defaults\n", "defaults\n    log global\n    option httplog\n", 1)
+    head = head.replace("global\n", "global\n    log stdout format raw local0 info\n", 1)
+    cfg = ws.write("haproxy/haproxy.cfg", f"""\
+{head}
+frontend fe
+    bind {listen}
+    default_backend be
+
+backend be
+    server s1 {backend.endpoint}
+""")
+    return ProxyLaunch([HAPROXY, "-f", str(cfg), "-db"], listen, notes="option httplog to a file (stdout)")
+
+
+def log_nginx(ws: Workspace, listen: Endpoint, backend: Backend) -> ProxyLaunch:
+    prefix = ws.path("proxy-nginx", "x").parent
+    log = prefix / "access.log"
+    conf = ws.write("proxy-nginx/nginx.conf", f"""\
+{_nginx_proxy_head(prefix)}
+    {_nginx_upstream("be", backend.endpoint)}
+    server {{
+        listen {listen} backlog=4096;
+        access_log {log} combined buffer=64k flush=1s;
+        location / {{
+            {_nginx_proxy_pass("be")}
+        }}
+    }}
+}}
+""")
+    return ProxyLaunch(_nginx_argv(prefix, conf), listen, notes="access_log combined buffer=64k")
+
+
+def log_pyvs(ws: Workspace, listen: Endpoint, backend: Backend) -> ProxyLaunch:
+    admin = free_endpoint()
+    log = ws.path("pyvs", "access.json")
+    cfg = ws.write("pyvs/pyvs.yaml", f"""\
+global: {{workers: 1}}
+admin: {{listen: "{admin}"}}
+listeners:
+  - {{name: web, mode: http, bind: ["{listen}"], backend: be, access_log: {{path: "{log}", format: ecs}}}}
+backends:
+  - name: be
+    servers: [{{name: s1, address: "{backend.endpoint}"}}]
+""")
+    return ProxyLaunch([PYVS, "run", "-c", str(cfg)], listen, cwd=REPO, notes="access_log ecs to a file")
+
+
+def log_report(summaries: Sequence[Summary]) -> list[str]:
+    """pyvs (access log on) / HAProxy (option httplog) against LOG_TARGET."""
+    row = next((s for s in summaries if s.proxy == "pyvs"), None)
+    if row is None or row.ratio is None:
+        return ["", "pyvs(http-log) / haproxy(http-log): not measured"]
+    verdict = "PASS" if row.ratio >= LOG_TARGET else "FAIL"
+    return ["", f"pyvs(http-log) / haproxy(http-log): {row.ratio:.2f} (target >= {LOG_TARGET:.2f}): {verdict}"]
+
+
 SCENARIOS: dict[str, Scenario] = {
     "http-small": Scenario(
         name="http-small",
@@ -890,6 +955,16 @@ SCENARIOS: dict[str, Scenario] = {
         title="wrk -s post.lua -t1 -c50",
     ),
     "http-routes": routes_scenario(),
+    "http-log": Scenario(
+        name="http-log",
+        description="as http-small, each proxy writing an access-log line per request to a file "
+                    "(HAProxy option httplog, nginx combined, pyvs ECS JSON)",
+        start_backend=http_backend,
+        proxies={"haproxy": log_haproxy, "nginx": log_nginx, "pyvs": log_pyvs},
+        load=wrk_load,
+        probe=http_probe,
+        report=log_report,
+    ),
 }
 
 
@@ -902,6 +977,26 @@ def _add_tcp_scenarios() -> None:
 
 
 _add_tcp_scenarios()
+
+
+def _add_tls_scenarios() -> None:
+    """https-small and tls-handshake live in bench/tls_scenarios.py (built as the tcp ones are)."""
+    import tls_scenarios
+
+    SCENARIOS.update(tls_scenarios.scenarios(sys.modules[__name__]))
+
+
+_add_tls_scenarios()
+
+
+def _add_shared_scenarios() -> None:
+    """http-shared (2 workers, leastconn + stick on src) lives in bench/shared_scenarios.py."""
+    import shared_scenarios
+
+    SCENARIOS.update(shared_scenarios.scenarios(sys.modules[__name__]))
+
+
+_add_shared_scenarios()
 
 
 # --------------------------------------------------------------------------------------------------

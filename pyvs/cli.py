@@ -11,6 +11,7 @@ import click
 from pyvs import __version__
 from pyvs.config.loader import ConfigError, load_default, load_file
 from pyvs.config.schema import Config
+from pyvs.ctl.commands import ctl
 from pyvs.l7.route_cli import route
 
 
@@ -180,6 +181,7 @@ def default() -> None:
 
 
 main.add_command(route)
+main.add_command(ctl)  # pyvs ctl: the admin API from the command line (pyvs/ctl/)
 
 
 try:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from pyvs.config.limits_schema import RateLimit
 from pyvs.config.schema_base import Model
 from pyvs.config.units import Duration
 
@@ -200,6 +201,15 @@ class RouteMatch(Model):
         default_factory=list, description="Client kind from the User-Agent: mobile, tablet, desktop, bot (or a list)."
     )
     user_agent: str | None = Field(None, description="Regex searched in the User-Agent (with or without ~).")
+    # TLS facts of the client connection (docs/tls.md); false on a plain listener.
+    tls: bool | None = Field(None, description="true: the request came over TLS; false: over plain TCP.")
+    tls_version: list[str] = Field(
+        default_factory=list, description="TLS versions, e.g. [TLSv1.3] (1.2 and 1.3 accepted as short forms)."
+    )
+    tls_cipher: CheckValue | None = Field(None, description="The cipher suite's OpenSSL name, or ~regex.")
+    sni: CheckValue | None = Field(
+        None, description="The name the client sent in SNI (lower case), ~regex, true (sent) or false (not sent)."
+    )
 
     @field_validator("host")
     @classmethod
@@ -255,6 +265,24 @@ class RouteMatch(Model):
 
     _source = field_validator("source")(lambda cls, v: _cidrs(v))
 
+    @field_validator("tls_version")
+    @classmethod
+    def _tls_version(cls, v: list[str]) -> list[str]:
+        out = []
+        for item in v:
+            norm = {"1.2": "TLSv1.2", "1.3": "TLSv1.3", "tlsv1.2": "TLSv1.2", "tlsv1.3": "TLSv1.3"}.get(item.lower())
+            if norm is None:
+                raise ValueError(f"expected TLSv1.2 or TLSv1.3 (pyvs serves no other), got {item!r}")
+            out.append(norm)
+        return out
+
+    @field_validator("tls_cipher", "sni")
+    @classmethod
+    def _tls_pattern(cls, v: CheckValue | None) -> CheckValue | None:
+        if isinstance(v, str):
+            compile_pattern(v)  # a bad ~regex is reported here
+        return v
+
     @field_validator("language")
     @classmethod
     def _language(cls, v: list[str]) -> list[str]:
@@ -287,6 +315,7 @@ class RouteMatch(Model):
             self.host is not None or self.path is not None or self.path_prefix is not None or self.methods
             or self.headers or self.query or self.cookies or self.source or self.language
             or self.browser or self.user_agent is not None
+            or self.tls is not None or self.tls_version or self.tls_cipher is not None or self.sni is not None
         )
 
 
@@ -423,6 +452,9 @@ class Route(Model):
     rewrite: Rewrite | None = Field(None, description="Rewrite the path sent to the server.")
     timeouts: RouteTimeouts | None = Field(None, description="Override the backend's timeouts for this route.")
     retries: int | None = Field(None, ge=0, le=10, description="Override the backend's retries for this route.")
+    rate_limit: RateLimit | None = Field(
+        None, description="Requests per key on this route, every worker together (docs/limits.md)."
+    )
     allow: list[str] = Field(default_factory=list, description="Only clients in these CIDRs (others get 403).")
 
     _allow = field_validator("allow")(lambda cls, v: _cidrs(v))

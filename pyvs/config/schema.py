@@ -14,11 +14,15 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from pyvs.config.dns_schema import DnsOptions, DnsZone, check_dns
 from pyvs.config.health_schema import HealthCheck, PassiveHealth, SorryConfig, merge_server_health
 from pyvs.config.l4_schema import DataPlane, KernelConfig, ProxyVersion, QueueConfig, TcpConfig, UdpConfig, check_l4
+from pyvs.config.limits_schema import HttpQueue, RateLimit
+from pyvs.config.log_schema import AccessLogSetting, PageViewConfig
 from pyvs.config.persist_schema import Persistence, StateConfig
 from pyvs.config.route_schema import Route, RouteMatch, VHost, check_vhosts, parse_cidrs
 from pyvs.config.schema_base import Model, _address, parse_address
+from pyvs.config.tls_schema import ServerTls, TlsListener
 from pyvs.config.units import Duration, Size
 from pyvs.config.vrrp_schema import VrrpInstances
 
@@ -33,8 +37,22 @@ class GlobalConfig(Model):
         30.0, description="On SIGTERM or reload, how long in-flight requests may take to finish."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
+    user: str | None = Field(
+        None, description="Workers switch to this user (name or uid) once their listeners are open (started as root)."
+    )
+    group: str | None = Field(None, description="And to this group (default: the user's primary group).")
+
+    @model_validator(mode="after")
+    def _identity(self) -> GlobalConfig:
+        from pyvs.runtime.privileges import resolve
+
+        resolve(self.user, self.group)  # a user or group that does not exist: named here
+        return self
     stats_interval: Duration = Field(
         1.0, gt=0, description="How often workers send their counters to the supervisor."
+    )
+    access_log: AccessLogSetting = Field(
+        None, description="Default access log of every http listener that sets none (docs/logging.md)."
     )
 
 
@@ -171,7 +189,7 @@ class Listener(Model):
     """A listening address and what to do with its traffic."""
 
     name: str = Field(description="Unique listener name (appears in logs and stats).")
-    mode: Literal["http", "tcp", "udp"] = Field("http", description="Protocol handled by the listener.")
+    mode: Literal["http", "tcp", "udp", "dns"] = Field("http", description="Protocol handled by the listener.")
     bind: list[str] = Field(min_length=1, description="Addresses to listen on, host:port.")
     backend: str | None = Field(None, description="Default backend (same as a last route without match).")
     routes: list[Route] = Field(
@@ -182,6 +200,9 @@ class Listener(Model):
     vhosts: list[VHost] = Field(default_factory=list, description="Virtual hosts, chosen by Host (http only).")
     allow: list[str] = Field(default_factory=list, description="Only clients in these CIDRs (others get 403).")
     deny: list[str] = Field(default_factory=list, description="Refuse clients in these CIDRs (403).")
+    rate_limit: RateLimit | None = Field(
+        None, description="http: requests per key, every worker together, before routing (docs/limits.md)."
+    )
     no_vhost_status: Literal[421, 404] = Field(
         421, description="Status when no vhost takes the request and there is no fallback route or backend."
     )
@@ -213,6 +234,17 @@ class Listener(Model):
     tcp: TcpConfig = Field(default_factory=TcpConfig, description="tcp: user-space proxy timeouts.")
     udp: UdpConfig = Field(default_factory=UdpConfig, description="udp: per-flow sessions.")
     kernel: KernelConfig = Field(default_factory=KernelConfig, description="nftables/ipvs data plane settings.")
+    access_log: AccessLogSetting = Field(
+        None, description="http: access log (docs/logging.md); false or off: none, even with global.access_log."
+    )
+    # Authoritative DNS (mode dns, UDP and TCP on each bind); docs/dns.md, pyvs/config/dns_schema.py.
+    zones: list[DnsZone] = Field(default_factory=list, description="dns: zones answered authoritatively.")
+    dns: DnsOptions | None = Field(None, description="dns: client regions, GSLB sites, limits.")
+    # TLS termination (docs/tls.md); the models live in pyvs/config/tls_schema.py.
+    tls: TlsListener | None = Field(None, description="http: terminate TLS (certificates by SNI); absent: plain.")
+    redirect_https: bool | int = Field(
+        False, description="http, plain: answer every request 308 to https (true: port 443, or this port)."
+    )
 
     @field_validator("bind")
     @classmethod
@@ -227,6 +259,16 @@ class Listener(Model):
 
     @model_validator(mode="after")
     def _needs_target(self) -> Listener:
+        if self.mode != "http" and (self.tls is not None or self.redirect_https is not False):
+            raise ValueError("tls and redirect_https are for http listeners")
+        if self.tls is not None and self.redirect_https is not False:
+            raise ValueError("redirect_https is for a plain listener; this one has tls")
+        if self.tls is not None and self.accept_proxy:  # the PROXY header would come before the handshake
+            raise ValueError("accept_proxy is not available on tls listeners yet")
+        if type(self.redirect_https) is int and not 1 <= self.redirect_https <= 65535:
+            raise ValueError(f"redirect_https: expected true, false or a port 1-65535, got {self.redirect_https}")
+        if self.mode == "dns" or self.zones or self.dns is not None:
+            return self._dns_listener()
         if self.mode != "http":
             if self.routes:
                 raise ValueError(f"routes are for http listeners; a {self.mode} listener takes one backend")
@@ -246,8 +288,19 @@ class Listener(Model):
             # A PROXY header belongs to one client connection; pooled server connections
             # are shared between clients, so this needs per-client connections first.
             raise ValueError("send_proxy is not available on http listeners yet (accept_proxy is)")
-        if self.backend is None and not self.routes and not self.vhosts:
+        if self.backend is None and not self.routes and not self.vhosts and self.redirect_https is False:
             raise ValueError("needs a backend or routes")
+        return self
+
+    def _dns_listener(self) -> Listener:
+        if self.mode != "dns":
+            raise ValueError("zones and dns are for dns listeners (mode: dns)")
+        if not self.zones:
+            raise ValueError("a dns listener needs zones")
+        if self.backend or self.routes or self.vhosts or self.allow or self.deny or self.send_proxy \
+                or self.accept_proxy or self.dataplane != "userspace":
+            raise ValueError("a dns listener takes zones, not backend, routes, vhosts, allow/deny, "
+                             "send_proxy, accept_proxy or a kernel dataplane")
         return self
 
     def all_routes(self) -> list[tuple[str, Route]]:
@@ -282,6 +335,7 @@ class Server(Model):
     health: HealthCheck | None = Field(
         None, description="Per-server changes to the backend's health check (merged over it), e.g. {port: 8081}."
     )
+    tls: ServerTls | None = Field(None, description="Speak TLS to this server (and its http checks); docs/tls.md.")
 
     _v = field_validator("address")(lambda cls, v: _address(v))
 
@@ -329,6 +383,10 @@ class Backend(Model):
     sorry: SorryConfig = Field(default_factory=SorryConfig, description="Answer when no server is up.")
     persistence: Persistence | None = Field(
         None, description="Session persistence: cookie, source address, header or query parameter (docs/sessions.md)."
+    )
+    queue: HttpQueue = Field(
+        default_factory=HttpQueue,
+        description="http: requests waiting while every server they may use is at its maxconn (docs/limits.md).",
     )
 
     _merge_health = model_validator(mode="before")(lambda cls, data: merge_server_health(data))
@@ -384,6 +442,18 @@ class Config(Model):
     vrrp: VrrpInstances = Field(
         default_factory=list, description="VRRP instances: virtual IPs shared with other nodes (docs/ha.md)."
     )
+    pageviews: PageViewConfig | None = Field(
+        None, description="Page-view and unique-visitor statistics of http listeners (docs/logging.md); absent: off."
+    )
+
+    @model_validator(mode="after")
+    def _server_tls(self) -> Config:
+        """Make each TLS server's context known to the health checks (pyvs/tls/client.py)."""
+        if any(s.tls is not None for b in self.backends for s in b.servers):
+            from pyvs.tls.client import of_config, remember
+
+            remember(of_config(self))
+        return self
 
     @model_validator(mode="after")
     def _check_references(self) -> Config:
@@ -403,6 +473,9 @@ class Config(Model):
                 if r.backend is not None and r.backend not in known:
                     errors.append(f"listeners[{i}].{where}.backend: no backend named {r.backend!r}")
             errors.extend(f"listeners[{i}].{e}" for e in lst.check_routing())
+            if lst.mode == "dns":
+                servers = {b.name: [sv.name for sv in b.servers] for b in self.backends}
+                errors.extend(f"listeners[{i}].{e}" for e in check_dns(lst.zones, lst.dns or DnsOptions(), servers))
             for addr in lst.bind:
                 if addr in binds:
                     errors.append(f"listeners[{i}].bind: {addr} is also bound by listener {binds[addr]!r}")

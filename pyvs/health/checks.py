@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from pyvs.balance.capacity import AgentReport, parse_agent_reply
 from pyvs.config.health_schema import HealthCheck
+from pyvs.tls.client import BY_SERVER
 
 _MAX_READ = 65536
 
@@ -81,11 +82,15 @@ def _status_ok(cfg: HealthCheck, status: int) -> bool:
 
 async def http_check(cfg: HealthCheck, t: Target) -> tuple[bool, str]:
     ctx: ssl.SSLContext | None = None
-    if cfg.tls:
+    sni: str | None = None
+    own = BY_SERVER.get((t.backend, t.server))  # servers[].tls: the proxy's own context
+    if own is not None:
+        ctx, sni = own.context, own.sni
+    elif cfg.tls:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-    reader, writer = await asyncio.open_connection(t.host, t.port, ssl=ctx)
+    reader, writer = await asyncio.open_connection(t.host, t.port, ssl=ctx, server_hostname=sni)
     try:
         host = cfg.host or (f"[{t.host}]:{t.port}" if ":" in t.host else f"{t.host}:{t.port}")
         own_host = any(k.lower() == "host" for k in cfg.headers)

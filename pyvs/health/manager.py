@@ -71,12 +71,15 @@ class Entry:
         return full
 
     def message(self, now: float) -> dict[str, Any]:
+        # DRAIN as HAProxy's: no new sessions (weight 0: no algorithm picks it), but the
+        # sessions stuck to it keep coming (eligible: persistence still sends them there).
+        drain = self.health.state is State.DRAIN
         return {
             "type": "server",
             "backend": self.backend.name,
             "server": self.server.name,
-            "eligible": self.health.eligible,
-            "weight": self.weight(now),
+            "eligible": self.health.eligible or drain,
+            "weight": 0 if drain else self.weight(now),
         }
 
     def statistics(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ consecutive successes bring it up, ``fall`` consecutive failures take it down), 
 
 ========  =======================================================================
 UP        takes new requests
-DRAIN     finishes what it has, takes no new requests or sessions
+DRAIN     finishes what it has and its stuck sessions, takes no new session (HAProxy's drain)
 MAINT     out of service by decision; checks go on, nothing is sent
 DOWN      failing its checks (or ejected by outlier detection)
 ========  =======================================================================

@@ -58,7 +58,7 @@ class L4Runtime:
         """Bind and start every user-space tcp/udp listener of the config."""
         rt = cls(worker)
         for lc in worker.cfg.listeners:
-            if lc.mode == "http" or lc.dataplane != "userspace":
+            if lc.mode not in ("tcp", "udp") or lc.dataplane != "userspace":
                 continue
             backend = worker.backends[lc.backend or ""]
             for addr in lc.bind:

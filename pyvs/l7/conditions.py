@@ -268,6 +268,53 @@ class Header(Condition):
         return f"{self.name.decode()} is {_show(view.header(self.name))}"
 
 
+class TlsFact(Condition):
+    """``tls_version``, ``tls_cipher``, ``sni``: a fact of the client's TLS connection
+    (pyvs.tls.conn.TlsFacts, on the view of a TLS connection only; absent otherwise)."""
+
+    __slots__ = ("check", "fact")
+
+    def __init__(self, fact: str, expected: CheckValue | list[str]) -> None:
+        if isinstance(expected, list):
+            super().__init__(f"{fact} {' '.join(expected)}")
+            wanted = {e.encode() for e in expected}
+            self.check: Callable[[bytes | None], bool] = lambda v: v in wanted
+        else:
+            super().__init__(f"{fact} {_value_text(expected)}")
+            self.check = _value_test(expected)
+        self.fact = fact
+
+    def value(self, view: RequestView) -> bytes | None:
+        tls = getattr(view, "tls", None)
+        if tls is None:
+            return None
+        if self.fact == "sni":
+            return tls.sni or None
+        return tls.version if self.fact == "tls_version" else tls.cipher  # type: ignore[no-any-return]
+
+    def test(self, view: RequestView) -> bool:
+        return self.check(self.value(view))
+
+    def observed(self, view: RequestView) -> str:
+        return f"{self.fact} is {_show(self.value(view))}"
+
+
+class OverTls(Condition):
+    """``tls: true`` / ``tls: false``: whether the request came over TLS."""
+
+    __slots__ = ("want",)
+
+    def __init__(self, want: bool) -> None:
+        super().__init__(f"tls {'true' if want else 'false'}")
+        self.want = want
+
+    def test(self, view: RequestView) -> bool:
+        return (getattr(view, "tls", None) is not None) == self.want
+
+    def observed(self, view: RequestView) -> str:
+        return "over TLS" if getattr(view, "tls", None) is not None else "over plain TCP"
+
+
 class QueryParam(Condition):
     """``query: {name: value | ~re | true | false}`` on the raw (not decoded) first value."""
 

@@ -77,6 +77,16 @@ def _listener(ex: Exchange) -> bytes:
     return ex.lst.name.encode()
 
 
+def _tls(fact: str) -> Callable[[Exchange], bytes]:
+    """A variable of the client's TLS connection (empty on a plain one)."""
+
+    def get(ex: Exchange) -> bytes:
+        tls = getattr(ex.view, "tls", None)
+        return getattr(tls, fact) if tls is not None else b""
+
+    return get
+
+
 VARIABLES: dict[str, Callable[[Exchange], bytes]] = {
     "client_ip": _client_ip,
     "request_id": _request_id,
@@ -91,6 +101,10 @@ VARIABLES: dict[str, Callable[[Exchange], bytes]] = {
     "route": _route,
     "vhost": _vhost,
     "listener": _listener,
+    "tls_version": _tls("version"),
+    "tls_cipher": _tls("cipher"),
+    "tls_sni": _tls("sni"),
+    "tls_client_subject": _tls("client_subject"),
 }
 
 

@@ -53,6 +53,7 @@ from pyvs.upstream.connection import UpstreamConn
 if TYPE_CHECKING:
     from pyvs.l7.downstream import Downstream
     from pyvs.l7.listener import ListenerRuntime, RouteRuntime
+    from pyvs.l7.queue import BackendQueue
     from pyvs.persist.policy import Sticky
     from pyvs.upstream.server import BackendRuntime, ServerState
 
@@ -74,6 +75,8 @@ class Exchange(UpstreamLeg):
         "on_interim",
         "on_tunnel_data",
         "reply",
+        "resp_bytes",
+        "resp_head",
         "resp_status",
         "rid",
         "stick",
@@ -116,8 +119,14 @@ class Exchange(UpstreamLeg):
         self.up: UpstreamConn | None = None
         self.connecting: UpstreamConn | None = None
         self.connect_task: asyncio.Task[object] | None = None
+        self.queued: BackendQueue | None = None  # waiting for a server slot (pyvs/l7/queue.py)
         self.resp_started = False
         self.resp_status = 0
+        # For the end of the request (access log, latency by server): the server that
+        # answered, the response head and the bytes forwarded (reset in start).
+        self.last_server: ServerState | None = None
+        self.resp_head: ResponseHead | None = None
+        self.resp_bytes = 0
         # Persistence state of the current exchange (pyvs/persist), for backends that have it.
         self.stick: Sticky | None = None
         # The exchange under way may end in on_whole_response (see there).
@@ -141,6 +150,9 @@ class Exchange(UpstreamLeg):
         self.head = head
         self.resp_started = False
         self.req_buf = None
+        self.last_server = self.resp_head = None
+        self.resp_bytes = 0
+        self.rid = b""
         if self.add_lines:
             self.add_lines = []  # the previous request's filters' lines
         lst = self.lst
@@ -150,6 +162,9 @@ class Exchange(UpstreamLeg):
             self._short_start(head, rt.backend)  # type: ignore[arg-type]
             return
         down = self.down
+        self.started = self.loop.time()  # also for requests answered before a server is asked
+        self.route = self.backend = None  # (the end of the request logs them: never the previous one's)
+        self.attempts = 0
         if head.method == b"CONNECT":
             down.send_error(405, close=True)
             return
@@ -179,8 +194,6 @@ class Exchange(UpstreamLeg):
         chain = rt.chain
         if not chain.empty:
             self.reply = None
-            self.rid = b""
-            self.started = self.loop.time()
             for f in chain.request:
                 if f.on_request(self) == Verdict.RESPOND:
                     self._reply()
@@ -190,7 +203,6 @@ class Exchange(UpstreamLeg):
             return
         self.fast_path = rt.fast_response and backend.persist is None and head.keep_alive \
             and head.version == b"1.1" and not head.upgrade
-        self.started = self.loop.time()
         self.tried = _NONE_TRIED
         self.attempts = 0
         self._attempt(backend, head)
@@ -247,7 +259,7 @@ class Exchange(UpstreamLeg):
             self._use(server, head)
             return
         server.reused += 1
-        server.active += 1
+        server.active += 1  # ServerState.take, inline: this backend's counts are not shared
         server.requests += 1
         target.outstanding += 1  # Scheduler.taken (not overridden: BackendRuntime.simple)
         conn.owner = self
@@ -275,6 +287,7 @@ class Exchange(UpstreamLeg):
         status = rh.status
         self.resp_started = True
         self.resp_status = status
+        self.resp_head = rh
         server = self.server
         if server is not None:
             if status >= 500:
@@ -282,6 +295,8 @@ class Exchange(UpstreamLeg):
                 self._passive_error(server, "5xx")
             else:
                 server.consecutive_errors = 0
+                if server.passive_word:  # shared by the workers (passive health configured)
+                    server.passive_ok()
         rt = self.route
         if rt is not None and rt.chain.response:
             for f in rt.chain.response:
@@ -292,6 +307,7 @@ class Exchange(UpstreamLeg):
         if self.up is conn:
             self.up = None
             self.server_done(self.resp_status < 500)
+        self.resp_bytes = conn.bytes_in
         self._response_complete(conn)
 
     def on_whole_response(self, conn: UpstreamConn, rh: ResponseHead, data: bytes) -> bool:
@@ -309,16 +325,24 @@ class Exchange(UpstreamLeg):
             return False
         self.batch.write(t, data)
         self.resp_status = status
+        self.resp_head = rh
+        self.resp_bytes = len(data)
         now = self.loop.time()
         # server_done(True)
         self.up = None
         down.up_write_blocked = False
         server = conn.server
         server.consecutive_errors = 0
+        if server.passive_word:  # shared by the workers (passive health configured)
+            server.passive_ok()
         backend = server.backend
         if server is self.server:
             self.server = None
-            server.active -= 1
+            self.last_server = server
+            if server.words is None:  # ServerState.give, inline where the counts are not shared
+                server.active -= 1
+            else:
+                server.give()
             if server.index >= 0:
                 backend.scheduler.released(server.target)
                 if backend.observes:
@@ -331,9 +355,9 @@ class Exchange(UpstreamLeg):
             server.idle.append(conn)
         else:
             conn.release(now)
+        down.whole_response_done(now)  # (before head is cleared: the end of the request is logged there)
         self.head = None
         self.resp_started = False
-        down.whole_response_done(now)
         return True
 
     def _response_complete(self, conn: UpstreamConn | None) -> None:
@@ -349,6 +373,9 @@ class Exchange(UpstreamLeg):
 
     def finished(self) -> None:
         """The downstream is done with this exchange (answered, errored, closed)."""
+        if self.queued is not None:  # answered (or the client left) while waiting for a slot
+            self.queued.leave(self)
+            self.queued = None
         self.head = None
         self.resp_started = False
         # Body bytes kept for a server that never came (an error answered instead):

@@ -39,6 +39,7 @@ import asyncio
 import re
 import socket
 import struct
+from bisect import bisect_left
 from typing import TYPE_CHECKING
 
 from pyvs.http.errors import ProtocolError
@@ -48,6 +49,7 @@ from pyvs.http.h1 import (
     IDEMPOTENT,
     NO_BODY,
     UNTIL_CLOSE,
+    RequestHead,
     ResponseHead,
     parse_request_head,
     strip_hop_fields,
@@ -55,10 +57,12 @@ from pyvs.http.h1 import (
 )
 from pyvs.http.responses import error_response
 from pyvs.l7.exchange import Exchange
+from pyvs.runtime.stats import LATENCY_BOUNDS, NBUCKETS, PAIR_BYTES, PAIR_LEN, PAIR_RETRIES, PAIR_SUM
 from pyvs.upstream.connection import DECODE, ENCODE, RAW, REBUILT, UpstreamConn
 
 if TYPE_CHECKING:
     from pyvs.l7.listener import ListenerRuntime
+    from pyvs.tls.conn import TlsFacts
 
 # Client connection phases
 HEAD = 0  # waiting for (the rest of) a request head
@@ -85,6 +89,10 @@ def _incomplete_head_error(data: bytes) -> ProtocolError | None:
 
 class H1Connection(asyncio.Protocol):
     """Server side of one HTTP/1 client connection (the exchange's downstream)."""
+
+    # The TLS facts of a TLS connection (pyvs.tls.conn.TlsConnection sets it); a class
+    # attribute, so a plain connection carries nothing for it.
+    tls: TlsFacts | None = None
 
     def __init__(self, listener: ListenerRuntime) -> None:
         self.lst = listener
@@ -120,6 +128,11 @@ class H1Connection(asyncio.Protocol):
         self.max_headers = cfg.max_headers
         self.conn_cap = cfg.max_client_connections
         self.client_key: str | None = None  # counted in ListenerRuntime.clients under this address
+        # The end of each request (_ended): latency and status counters of the listener,
+        # the access log and page views when the listener has them (else None).
+        self.traffic = self.worker.stats.traffic(listener.name)
+        self.obs = self.worker.observers.get(listener.name)
+        self.ended_head: RequestHead | None = None  # the request abort() ended (no second line)
 
     # ------------------------------------------------------------------ asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -182,6 +195,10 @@ class H1Connection(asyncio.Protocol):
         ex = self.ex
         ex.cancel_connect()
         ex.drop_upstream()
+        if ex.head is not None and ex.head is not self.ended_head:
+            # a tunnel (101) ends here normally; anything else was cut off by the client
+            self._ended(ex.resp_status if ex.resp_started else 499, self.loop.time(),
+                        "" if self.phase == TUNNEL else "client_closed")
         ex.finished()
         ex.view.head = None  # the connection and its exchange refer to each other: free the head now
 
@@ -282,6 +299,10 @@ class H1Connection(asyncio.Protocol):
         except ProtocolError as exc:
             self._protocol_error(exc)
             return
+        tls = self.tls
+        if tls is not None and tls.misdirected(head.host):  # SNI/Host rule (pyvs/tls/conn.py)
+            self._protocol_error(ProtocolError("Host is not covered by the certificate of this connection", 421), head)
+            return
         self.deadline = 0.0
         if head.framing == NO_BODY:
             self.phase = WAIT
@@ -295,7 +316,7 @@ class H1Connection(asyncio.Protocol):
         max_body = self.max_body
         if head.framing != CHUNKED:
             if max_body and head.length > max_body:
-                self._protocol_error(ProtocolError("request body too large", 413))
+                self._protocol_error(ProtocolError("request body too large", 413), head)
                 return
             self.req_framer = LengthBody(head.length)
         else:
@@ -444,6 +465,7 @@ class H1Connection(asyncio.Protocol):
         stats = self.worker.stats
         stats.requests += 1
         stats.responses_2xx += 1
+        self._ended(self.ex.resp_status, now)
         self.phase = HEAD
         self.idle_wait = True
         self.deadline = now + self.lst.client_timeout
@@ -455,6 +477,7 @@ class H1Connection(asyncio.Protocol):
             stats.responses_2xx += 1
         else:
             stats.count_status(status)
+        self._ended(status, now)
         self.ex.finished()
         if self.close_after or self.closed:
             self._close()
@@ -512,11 +535,14 @@ class H1Connection(asyncio.Protocol):
             close = True
         self.close_after = close or self.close_after
         ex.resp_status = status
-        t.write(data if data is not None else error_response(status, close))
+        data = data if data is not None else error_response(status, close)
+        ex.resp_head = None
+        ex.resp_bytes = len(data)
+        t.write(data)
         ex.drop_upstream()
         self.exchange_done(status, self.loop.time())
 
-    def _protocol_error(self, exc: ProtocolError) -> None:
+    def _protocol_error(self, exc: ProtocolError, head: RequestHead | None = None) -> None:
         self.worker.stats.bad_requests += 1
         ex = self.ex
         if ex.resp_started:
@@ -525,11 +551,17 @@ class H1Connection(asyncio.Protocol):
             return
         ex.drop_upstream()  # e.g. a bad chunk in a body already being forwarded
         ex.cancel_connect()
+        data = error_response(exc.status, True)
+        ex.resp_status, ex.resp_head, ex.resp_bytes = exc.status, None, len(data)
+        if head is not None:  # refused before the exchange started (413, 421): logged with its request line
+            ex.head, ex.route, ex.backend, ex.last_server, ex.attempts = head, None, None, None, 0
+            ex.started = self.loop.time()
+        self._ended(exc.status, self.loop.time(), "bad_request")
         ex.finished()
         t = self.transport
         if t is not None and not self.closed:
             self.batch.flush()
-            t.write(error_response(exc.status, True))
+            t.write(data)
         self.worker.stats.count_status(exc.status)
         self._close()
 
@@ -566,7 +598,11 @@ class H1Connection(asyncio.Protocol):
         """Close at once: whatever the client got is visibly incomplete. When the
         client's response ends with the close (it would take a FIN for the end of the
         body), the connection is reset instead."""
-        self.ex.drop_upstream()
+        ex = self.ex
+        ex.drop_upstream()
+        if ex.head is not None and ex.head is not self.ended_head and not self.closed:
+            self.ended_head = ex.head  # connection_lost follows: no second line for it
+            self._ended(ex.resp_status if ex.resp_started else 0, self.loop.time(), "aborted")
         self.wbuf.clear()
         t = self.transport
         if t is not None and not self.closed:
@@ -580,10 +616,39 @@ class H1Connection(asyncio.Protocol):
                         pass  # already gone: nothing left to reset
             t.abort()
 
+    def _ended(self, status: int, now: float, term: str = "") -> None:
+        """The one place a request ends (pyvs.logs.access): counters by listener and
+        server, then the access-log line and the page view when configured."""
+        ex = self.ex
+        t = self.traffic.get(ex.last_server)  # WorkerStats.observe, inline: latency by class, bytes
+        if t is None:
+            t = self.traffic[ex.last_server] = [0.0] * PAIR_LEN
+        if ex.head is not None:
+            dur = now - ex.started
+            if ex.attempts > 1:
+                t[PAIR_RETRIES] += ex.attempts - 1
+        else:  # a head that could not be parsed: nothing of the exchange is this request's
+            dur = 0.0
+        t[status // 100 * NBUCKETS + bisect_left(LATENCY_BOUNDS, dur)] += 1
+        t[PAIR_SUM] += dur
+        t[PAIR_BYTES] += ex.resp_bytes
+        obs = self.obs
+        if obs is not None:
+            obs.ended(ex, status, now, dur, term)
+
     def _admit(self, ip: str) -> bool:
         """max_client_connections: count this connection under ``ip``, or close it."""
         if self.client_key is not None:
             self._leave()  # accept_proxy: the address the PROXY header names replaces the peer's
+        cap = self.lst.client_cap
+        if cap is not None:  # counted for the instance (pyvs/l7/clientcap.py)
+            if not cap.admit(ip):
+                self.closed = True
+                assert self.transport is not None
+                self.transport.close()
+                return False
+            self.client_key = ip
+            return True
         table = self.lst.clients
         n = table.get(ip, 0)
         if n >= self.conn_cap:
@@ -599,6 +664,10 @@ class H1Connection(asyncio.Protocol):
         key = self.client_key
         assert key is not None
         self.client_key = None
+        cap = self.lst.client_cap
+        if cap is not None:
+            cap.leave(key)
+            return
         table = self.lst.clients
         n = table.get(key, 0) - 1
         if n > 0:

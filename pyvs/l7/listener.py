@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pyvs.config.schema import Listener
+from pyvs.l7.clientcap import ClientCap
 from pyvs.l7.filters.base import Chain, Filter
 from pyvs.l7.filters.forwarded import ForwardedHeaders
 from pyvs.l7.request import normalise_host
@@ -21,6 +22,7 @@ from pyvs.l7.router import Router
 
 if TYPE_CHECKING:
     from pyvs.runtime.worker import WorkerRuntime
+    from pyvs.tls.conn import TlsEndpoint
     from pyvs.upstream.server import BackendRuntime, SessionPicker
 
 __all__ = ["ListenerRuntime", "RouteRuntime", "build_chain", "normalise_host"]
@@ -98,11 +100,26 @@ class ListenerRuntime:
         self.worker = worker
         self.max_head = cfg.max_header_size
         self.accept_proxy = cfg.accept_proxy
-        # max_client_connections: open connections per client address in this worker.
+        # max_client_connections: open connections per client address, counted by every
+        # worker together (pyvs/l7/clientcap.py) -- or in this worker only without a zone.
         self.clients: dict[str, int] = {}
+        self.client_cap: ClientCap | None = None
+        state = getattr(worker, "shared_state", None)
+        if cfg.max_client_connections and state is not None and cfg.name in state.clients:
+            self.client_cap = ClientCap(state, state.clients[cfg.name], cfg.max_client_connections, worker.loop.time)
         self.client_timeout = cfg.timeouts.client
         self.request_timeout = cfg.timeouts.request
-        self.scheme = b"http"
+        # TLS termination (pyvs/tls): the endpoint holds the contexts the worker serves
+        # with; the TLS filters (client subject, HSTS) go in front of every route's.
+        self.tls: TlsEndpoint | None = None
+        self.tls_filters: tuple[Filter, ...] = ()
+        if cfg.tls is not None:
+            from pyvs.tls.conn import TlsEndpoint
+            from pyvs.tls.filters import listener_filters
+
+            self.tls = TlsEndpoint(cfg.tls)
+            self.tls_filters = listener_filters(cfg)
+        self.scheme = b"https" if cfg.tls is not None else b"http"
         self.forwarded = ForwardedHeaders(cfg.forwarded, self.scheme)
         self.xfp_line = self.forwarded.xfp_line
         self.trusted = tuple(ipaddress.ip_network(c, strict=False) for c in cfg.forwarded.trusted_proxies)
@@ -116,6 +133,21 @@ class ListenerRuntime:
             from pyvs.l7.filters.acl import SourceAcl
 
             self.acl = SourceAcl(cfg.allow, cfg.deny)
+        if cfg.redirect_https is not False:  # answers every request, before routing too
+            from pyvs.tls.filters import Before, https_redirect
+
+            redirect = https_redirect(cfg)
+            assert redirect is not None
+            self.acl = redirect if self.acl is None else Before(self.acl, redirect)
+        state = getattr(worker, "shared_state", None)
+        self.shared_state = state
+        if cfg.rate_limit is not None and state is not None:  # before routing, as the ACL
+            from pyvs.l7.filters.ratelimit import RateLimitFilter
+            from pyvs.tls.filters import Before
+
+            limit = RateLimitFilter(cfg.rate_limit, state.words, state.rates[cfg.name], worker.loop.time,
+                                    worker.stats)
+            self.acl = limit if self.acl is None else Before(self.acl, limit)
         self.router = Router.compile(cfg)
         vhosts = {v.name or f"vhosts[{i}]": v for i, v in enumerate(cfg.vhosts)} if cfg.mode == "http" else {}
         self.route_rt: tuple[RouteRuntime, ...] = tuple(
@@ -135,6 +167,15 @@ class ListenerRuntime:
         vhost = vhosts.get(spec.vhost) if spec.vhost is not None else None
         backend = backends[spec.backend] if spec.backend else None
         chain = build_chain(route, vhost, backend.persist if backend is not None else None)
+        if self.tls_filters:
+            chain = Chain(self.tls_filters + chain.filters)
+        state = self.shared_state
+        if route is not None and route.rate_limit is not None and state is not None:
+            from pyvs.l7.filters.ratelimit import RateLimitFilter
+
+            limit = RateLimitFilter(route.rate_limit, state.words, state.rates[f"{self.name}.{spec.where}"],
+                                    self.worker.loop.time, self.worker.stats)
+            chain = Chain((limit, *chain.filters))
         own = getattr(route, "timeouts", None)
         retries = getattr(route, "retries", None)
 

@@ -170,6 +170,14 @@ def _conditions(m: RouteMatch | None, negotiation: c.Negotiation | None) -> tupl
     out.extend(c.Cookie(k, v) for k, v in m.cookies.items())
     if m.source:
         out.append(c.Source(m.source))
+    if m.tls is not None:
+        out.append(c.OverTls(m.tls))
+    if m.tls_version:
+        out.append(c.TlsFact("tls_version", m.tls_version))
+    if m.tls_cipher is not None:
+        out.append(c.TlsFact("tls_cipher", m.tls_cipher))
+    if m.sni is not None:
+        out.append(c.TlsFact("sni", m.sni))
     if m.user_agent is not None:
         out.append(c.UserAgent(m.user_agent))
     if m.browser:

@@ -30,11 +30,13 @@ from pyvs.balance.base import PickContext
 from pyvs.http.errors import ProtocolError
 from pyvs.http.h1 import CHUNKED, RequestHead
 from pyvs.l7.context import request_context
+from pyvs.tls.client import connect
 from pyvs.upstream.connection import Owner, UpstreamConn
 
 if TYPE_CHECKING:
     from pyvs.l7.downstream import Downstream
     from pyvs.l7.listener import ListenerRuntime, RouteRuntime
+    from pyvs.l7.queue import BackendQueue
     from pyvs.runtime.batch import WriteBatch
     from pyvs.runtime.worker import WorkerRuntime
     from pyvs.upstream.server import BackendRuntime, ServerState
@@ -53,8 +55,8 @@ class UpstreamLeg:
 
     __slots__ = (
         "add_lines", "attempts", "backend", "batch", "client_ip", "connect_task", "connecting", "down",
-        "fw_plain", "head", "loop", "lst", "req_buf", "resp_started", "route", "server", "started", "tried",
-        "trusted", "up", "worker", "xff_line",
+        "fw_plain", "head", "last_server", "loop", "lst", "queued", "req_buf", "resp_started", "route", "server",
+        "started", "tried", "trusted", "up", "worker", "xff_line",
     )
 
     lst: ListenerRuntime
@@ -78,7 +80,9 @@ class UpstreamLeg:
     up: UpstreamConn | None
     connecting: UpstreamConn | None
     connect_task: asyncio.Task[object] | None
+    queued: BackendQueue | None
     resp_started: bool
+    last_server: ServerState | None  # who answered (access log, metrics; reset in Exchange.start)
 
     if TYPE_CHECKING:
         def _response_complete(self, conn: UpstreamConn | None) -> None: ...
@@ -125,13 +129,60 @@ class UpstreamLeg:
                     close = not down.req_ended or not head.keep_alive or down.close_after
                     down.send_error(503, close=close, data=sorry[1] if close else sorry[0])
                 return
+        taken = False
+        queue = backend.queue
+        if queue is not None and server.index >= 0:
+            # Servers with a maxconn (pyvs/l7/queue.py): take a slot now, or wait for one.
+            if persist is not None:
+                if not server.try_take():  # sticky: wait for this server
+                    self._wait(queue, queue.join_pinned(self, server))
+                    return
+            elif queue.pending() or not server.try_take():
+                other = None if queue.pending() else queue.room(self.tried | server.index_set)
+                if other is None:
+                    self._wait(queue, queue.join(self))
+                    return
+                server = other
+            taken = True
         self.server = server
         self.attempts += 1
-        self._use(server, head)
+        self._use(server, head, taken)
 
-    def _use(self, server: ServerState, head: RequestHead) -> None:
-        """Send the request to ``server``: on an idle pooled connection, or a new one."""
+    def _wait(self, queue: BackendQueue, joined: bool) -> None:
+        if joined:
+            self.queued = queue
+        else:  # the queue is full
+            self.worker.stats.queue_full += 1
+            self.down.send_error(503, close=not self.down.req_ended)
+
+    def dequeued(self, server: ServerState, waited: float) -> None:
+        """A slot of ``server`` is ours (taken by the queue): send the request."""
+        self.queued = None
+        head = self.head
+        if head is None:  # cannot happen: finished() leaves the queue
+            server.give()
+            return
+        self.server = server
+        self.attempts += 1
+        self._use(server, head, True)
+
+    def queue_failed(self, status: int) -> None:
+        """Waited ``queue.timeout`` for a slot: 503, as HAProxy's ``timeout queue``."""
+        self.queued = None
+        self.worker.stats.queue_timeouts += 1
+        self.down.send_error(status, close=not self.down.req_ended)
+
+    def _use(self, server: ServerState, head: RequestHead, taken: bool = False) -> None:
+        """Send the request to ``server``: on an idle pooled connection, or a new one.
+        The request counts as the server's from here (connect included, as HAProxy
+        counts a connection from its assignment): a second pick a moment later,
+        in any worker, already sees it."""
         backend = server.backend
+        if not taken:
+            server.take()
+        server.requests += 1
+        if server.index >= 0:  # the sorry server is outside the scheduler
+            backend.scheduler.taken(server.target)
         if server.idle:
             conn = server.take_idle(self.started, 0.0 if head.replayable else UNSAFE_REUSE_MAX_IDLE)
             if conn is not None:
@@ -144,7 +195,7 @@ class UpstreamLeg:
         conn.deadline = self.loop.time() + (rt.connect_timeout if rt is not None else backend.connect_timeout)
         self.worker.sweeper.add(conn)
         self.connecting = conn
-        task = self.loop.create_task(self.loop.create_connection(lambda: conn, server.host, server.port))
+        task = self.loop.create_task(connect(self.loop, lambda: conn, server))  # TCP, or TLS (pyvs/tls)
         self.connect_task = task
         task.add_done_callback(partial(self._connect_done, conn))
 
@@ -168,6 +219,7 @@ class UpstreamLeg:
             return  # the client went away meanwhile
         self.connecting = None
         self.connect_task = None
+        self.server_done()  # the count taken in _use
         head = self.head
         backend = self.backend
         assert head is not None and backend is not None
@@ -182,8 +234,12 @@ class UpstreamLeg:
 
     def cancel_connect(self) -> None:
         """The client is gone or broke the request: stop a connect under way."""
+        if self.queued is not None:
+            self.queued.leave(self)
+            self.queued = None
         if self.connecting is not None:
             self.connecting = None
+            self.server_done()  # the count taken in _use
             if self.connect_task is not None:
                 self.connect_task.cancel()
 
@@ -199,11 +255,6 @@ class UpstreamLeg:
 
     def _bound(self, conn: UpstreamConn, head: RequestHead) -> None:
         self.up = conn
-        server = conn.server
-        server.active += 1
-        server.requests += 1
-        if server.index >= 0:  # the sorry server is outside the scheduler
-            server.backend.scheduler.taken(server.target)
         conn.start_response(head.method == b"HEAD")
         t = conn.transport
         assert t is not None
@@ -216,7 +267,7 @@ class UpstreamLeg:
             out = b"".join((head.block, self.xff_line, self.lst.xfp_line, b"X-Forwarded-Host: ", head.host,
                             b"\r\n\r\n"))
         else:
-            out = self._request_head(head, server)
+            out = self._request_head(head, conn.server)
         buf = self.req_buf
         if buf:
             self.req_buf = None
@@ -356,10 +407,13 @@ class UpstreamLeg:
         server = self.server
         if server is not None:
             self.server = None
-            server.active -= 1
+            self.last_server = server
+            server.give()
             if server.index >= 0:
                 backend = server.backend
                 backend.scheduler.released(server.target)
+                if backend.queue is not None:
+                    backend.queue.kick()  # a slot is free: someone may be waiting for it
                 if ok is not None and backend.observes:  # latency-aware algorithms only
                     now = self.loop.time()
                     backend.scheduler.observed(server.target, now - self.started, ok, now)
@@ -376,7 +430,5 @@ class UpstreamLeg:
         """Count a failure on live traffic; report the server after too many in a row."""
         backend = server.backend
         if kind in backend.passive_kinds and server.index >= 0:
-            server.consecutive_errors += 1
-            if server.consecutive_errors >= backend.passive_threshold:
-                server.consecutive_errors = 0
+            if server.passive_failed(backend.passive_threshold):
                 self.worker.report_outlier(server, kind)

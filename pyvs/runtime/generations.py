@@ -20,6 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pyvs.runtime.sockets import SlotSockets, tcp_listen_addresses
+from pyvs.shared.state import SharedState
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -42,6 +43,7 @@ class Generations:
     slots: SlotSockets
     health: HealthManager
     persist: Any
+    shared: SharedState
     workers: dict[int, WorkerHandle]
     generation: int
     reloads: int
@@ -58,13 +60,15 @@ class Generations:
         def _spawn_task(self, coro: Coroutine[Any, Any, Any]) -> None: ...
         broadcast: Callable[[dict[str, Any]], None]
 
-    async def reload(self, path: str | None) -> dict[str, Any]:
+    async def reload(self, path: str | None, config: Config | None = None) -> dict[str, Any]:
         """Load ``path`` (default: the file pyvs runs from), validate it, and replace the
         workers with a generation running it. Returns ``{"ok": bool, "errors": [...],
-        "notes": [...], "generation": n}``; a refused config changes nothing."""
+        "notes": [...], "generation": n}``; a refused config changes nothing. ``config``,
+        when given, is run instead of the file (the admin API's runtime server changes,
+        pyvs/admin/actions.py); the source stays, so the next reload reads the file."""
         assert self._reload_lock is not None
         async with self._reload_lock:
-            result = await self._reload(path)
+            result = await self._reload(path, config)
         self.last_reload = {**result, "at": round(time.time(), 3)}
         if result["ok"]:
             for note in result["notes"]:
@@ -74,7 +78,7 @@ class Generations:
                       "".join(f"\n  {e}" for e in result["errors"]))
         return result
 
-    async def _reload(self, path: str | None) -> dict[str, Any]:
+    async def _reload(self, path: str | None, config: Config | None = None) -> dict[str, Any]:
         from pyvs.config.loader import ConfigError, load_default, load_file
         from pyvs.runtime import reload as carry
 
@@ -86,7 +90,7 @@ class Generations:
         if self.stopping or not self.running:
             return refused("pyvs is not running (starting or stopping)")
         try:
-            new = load_default() if source == "<embedded default>" else load_file(source)
+            new = config or (load_default() if source == "<embedded default>" else load_file(source))
         except ConfigError as err:
             return refused(*(f"{err.source}: {p}" for p in err.problems))
         except OSError as exc:
@@ -104,6 +108,8 @@ class Generations:
         self.persist = await carry.carry_persist(self.persist, old, new, self.broadcast)
         # The new generation, worker i on the sockets of worker i of the old one.
         old_workers = self.workers
+        old_shared = self.shared
+        self.shared = SharedState(new, self.nworkers)  # the new generation's zone
         self.generation += 1
         self.workers = {}
         self.cfg = new
@@ -126,7 +132,7 @@ class Generations:
             await asyncio.sleep(0.02)
         if failure is not None or self.stopping:
             # Back to the old generation; stop the new one.
-            self.workers, self.cfg = old_workers, old
+            self.workers, self.cfg, self.shared = old_workers, old, old_shared
             self.generation -= 1
             for h in new_workers:
                 h.retired = True

@@ -34,11 +34,11 @@ def bind_socket(address: str, *, reuse_port: bool = True, kind: int = socket.SOC
 
 
 def tcp_listen_addresses(cfg: Config) -> list[str]:
-    """Every address on which the workers accept TCP connections (HTTP listeners and
-    user-space TCP listeners), in config order, without duplicates."""
+    """Every address on which the workers accept TCP connections (HTTP listeners,
+    user-space TCP listeners, DNS over TCP), in config order, without duplicates."""
     out: list[str] = []
     for lst in cfg.listeners:
-        if lst.mode == "http" or (lst.mode == "tcp" and lst.dataplane == "userspace"):
+        if lst.mode in ("http", "dns") or (lst.mode == "tcp" and lst.dataplane == "userspace"):
             for addr in lst.bind:
                 if addr not in out:
                     out.append(addr)

@@ -54,6 +54,9 @@ from typing import Any
 
 from pyvs.config.schema import Config, parse_address
 from pyvs.l4.kernel import start_kernel_dataplanes
+from pyvs.logs.access import forward_reopen
+from pyvs.logs.pageviews import merge_report
+from pyvs.logs.pageviews import status as pageviews_status
 from pyvs.runtime.generations import READY_TIMEOUT, Generations, all_exited, why
 from pyvs.runtime.sockets import SlotSockets, bind_socket, refuse_if_listening, tcp_listen_addresses
 from pyvs.runtime.stats import aggregate
@@ -85,6 +88,7 @@ class WorkerHandle:
     channel_closed: bool = False
     generation: int = 0
     retired: bool = False  # replaced by a reload: drains and exits, never restarted
+    shared: Any = None  # the SharedState of its generation (pyvs/shared/state.py)
 
     def send(self, msg: dict[str, Any]) -> None:
         if self.writer is not None and not self.writer.is_closing():
@@ -123,6 +127,12 @@ class Supervisor(Generations):
 
         # Stick tables of this instance and their store (memory or Redis); None without any.
         self.persist = StickHub.create(cfg, self.broadcast)
+        from pyvs.shared.state import SharedState
+
+        # Counts, round-robin positions and stick tables every worker of the current
+        # generation shares (created before the fork, so each worker maps it).
+        self.shared = SharedState(cfg, self.nworkers)
+        self.pageviews: Any = None  # pyvs.logs.pageviews.PageViewStore, made by the first report with page views
 
     # ---------------------------------------------------------------- start
     def check_binds(self) -> None:
@@ -194,12 +204,15 @@ class Supervisor(Generations):
                 for s in [*self.slots.all(), *([self.admin_sock] if self.admin_sock else [])]:
                     if id(s) not in keep:
                         s.close()  # other slots' sockets, the admin's
+                from pyvs.shared.state import attach
+
+                attach(self.shared, index)
                 code = run_worker(cfg, index, child, supervisor, mine, ours)
             finally:
                 os._exit(code)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child.close()
-        handle = WorkerHandle(index=index, pid=pid, chan=parent, generation=self.generation)
+        handle = WorkerHandle(index=index, pid=pid, chan=parent, generation=self.generation, shared=self.shared)
         old = self.workers.get(index)
         if old is not None and old.generation == self.generation:
             handle.restarts = old.restarts + 1
@@ -213,8 +226,14 @@ class Supervisor(Generations):
 
         # SIGHUP waits for the loop's handler (a reload); before that it must not kill us.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # log reopen: forwarded to the workers once the loop runs
         try:
             try:
+                from pyvs.runtime.privileges import check_can_switch, resolve
+
+                problem = check_can_switch(resolve(self.cfg.global_.user, self.cfg.global_.group))
+                if problem is not None:
+                    raise StartError(problem)
                 self.check_binds()
                 for i in range(self.nworkers):
                     self.spawn(i)
@@ -260,6 +279,8 @@ class Supervisor(Generations):
                 log.warning("SIGHUP: ignored while pyvs is %s", "stopping" if self.stopping else "starting")
 
         loop.add_signal_handler(signal.SIGHUP, on_hup)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: forward_reopen([h.pid for h in [*self.workers.values(),
+                                                                                      *self.retiring]]))
         for h in list(self.workers.values()):
             self._watch(h)  # first: every worker exit from here on is seen
         runners: list[Any] = []
@@ -285,6 +306,13 @@ class Supervisor(Generations):
         if self.failure is not None:
             raise self.failure
 
+    async def _sweep_shared(self) -> None:
+        """Expired stick-table and rate-limit entries leave the shared zone (a bounded
+        slice per second, as the tables' own lookups remove what they meet)."""
+        while not self.stopping:
+            await asyncio.sleep(1.0)
+            self.shared.sweep()
+
     async def _start(self, runners: list[Any]) -> None:
         """Everything but the listeners, then the listeners, then VRRP."""
         if self.cfg.demo.servers:
@@ -302,8 +330,12 @@ class Supervisor(Generations):
             except (OSError, ValueError) as exc:
                 raise StartError(f"admin cannot start on {self.cfg.admin.listen}: {why(exc)}") from None
         self.health.start()
+        from pyvs.tls.watch import watch  # changed certificate files reload (pyvs/tls/watch.py)
+
+        self._spawn_task(watch(lambda: self.cfg, lambda: self.reload(None), lambda: self.stopping))
         if self.persist is not None:
             self.persist.start()
+        self._spawn_task(self._sweep_shared())
         # What the listeners route to is up: let the workers open them.
         self.opened = True
         for h in self.workers.values():
@@ -357,7 +389,8 @@ class Supervisor(Generations):
         lines = [f"pyvs {_version()} running from {self.source} with {self.nworkers} worker(s)"]
         for lst in self.cfg.listeners:
             for addr in lst.bind:
-                lines.append(f"  listener {lst.name:<10} {lst.mode}  http://{addr}/")
+                scheme = "https" if getattr(lst, "tls", None) is not None else "http"
+                lines.append(f"  listener {lst.name:<10} {lst.mode}  {scheme}://{addr}/")
         if self.cfg.admin.listen:
             lines.append(f"  admin                  http://{self.cfg.admin.listen}/status")
         lines.append(f"  try: curl -s http://{self.cfg.listeners[0].bind[0]}/" if self.cfg.listeners else "")
@@ -389,6 +422,10 @@ class Supervisor(Generations):
 
     def _on_exit(self, h: WorkerHandle, code: int) -> None:
         pid, h.pid, h.exit_code = h.pid, 0, code
+        if h.shared is not None:  # nothing of it can change any more: give back its counts
+            given = h.shared.owner_died(h.index)
+            if given:
+                log.info("worker %d (pid %d) held %d request(s) in flight; counts given back", h.index, pid, given)
         assert h.exited is not None
         h.exited.set()
         if h.retired:
@@ -446,6 +483,9 @@ class Supervisor(Generations):
                     if self.running:
                         log.error("%s", h.failure)
                 elif kind == "stats":
+                    if msg.get("pageviews"):  # deltas since the worker's last report: added up once
+                        self.pageviews = merge_report(self.pageviews, self.cfg.pageviews.top if self.cfg.pageviews
+                                                      else 20, msg.pop("pageviews"))
                     h.report = msg
                 elif kind == "outlier":
                     self.health.on_outlier(str(msg["backend"]), str(msg["server"]), str(msg.get("reason", "")))
@@ -486,6 +526,13 @@ class Supervisor(Generations):
             await all_exited(live, 5)
 
     # -------------------------------------------------------------- reload
+    async def reload(self, path: str | None, config: Config | None = None) -> dict[str, Any]:
+        from pyvs.tls.client import of_config, publish
+
+        result = await super().reload(path, config)  # config: the admin API's runtime changes
+        publish(of_config(self.cfg))  # health checks: the running servers' TLS only (pyvs/tls/client.py)
+        return result
+
     def _spawn_task(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -517,6 +564,11 @@ class Supervisor(Generations):
                 })
         for b in agg["backends"]:
             for s in b["servers"]:
+                # In flight now: the shared zone's instance-wide count where it keeps one
+                # (pyvs/shared/state.py counted), else the sum of the workers' reports.
+                shared = self.shared.active(b["name"], s["name"])
+                if shared is not None:
+                    s["active"] = shared
                 hs = health.get(b["name"], {}).get(s["name"])
                 if hs is not None:
                     s["state"] = hs["state"]
@@ -527,6 +579,7 @@ class Supervisor(Generations):
             "config": self.source,
             "uptime": round(time.time() - self.started, 1),
             "generation": self.generation,
+            "shared": self.shared.statistics(),
             "reloads": self.reloads,
             "last_reload": self.last_reload,
             "retiring": [{"index": h.index, "pid": h.pid, "generation": h.generation}
@@ -543,12 +596,14 @@ class Supervisor(Generations):
                 for h in self.workers.values()
             ],
             "listeners": [
-                {"name": lc.name, "mode": lc.mode, "bind": list(lc.bind)} for lc in self.cfg.listeners
+                {"name": lc.name, "mode": lc.mode, "bind": list(lc.bind),
+                 **({"tls": lc.tls.server.statistics()} if lc.tls is not None else {})} for lc in self.cfg.listeners
             ],
             **agg,
             "vrrp": self.vrrp_status(),
             "kernel": self.kernel.statistics() if self.kernel is not None else [],
             "persistence": self.persist.statistics() if self.persist is not None else None,
+            "pageviews": pageviews_status(self.pageviews),
         }
 
 

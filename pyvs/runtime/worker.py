@@ -35,14 +35,21 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from pyvs.config.schema import Config
+from pyvs.dns import start_dns
 from pyvs.l4.runtime import L4Runtime
 from pyvs.l7.h1conn import H1Connection
 from pyvs.l7.listener import ListenerRuntime
+from pyvs.l7.queue import BackendQueue
+from pyvs.logs.access import build as build_access_logs
 from pyvs.persist.policy import build as build_persistence
 from pyvs.runtime.batch import WriteBatch
+from pyvs.runtime.privileges import drop as drop_privileges
+from pyvs.runtime.privileges import resolve as resolve_identity
 from pyvs.runtime.sockets import bind_socket, refuse_if_listening
 from pyvs.runtime.stats import WorkerStats
 from pyvs.runtime.timers import Sweeper
+from pyvs.shared.state import SharedState
+from pyvs.shared.state import current as current_shared
 from pyvs.upstream.server import BackendRuntime, ServerState
 
 log = logging.getLogger("pyvs.worker")
@@ -66,11 +73,22 @@ class WorkerRuntime:
         self.pid = os.getpid()
         self.request_ids = 0  # %{request_id}: pid and this counter
         self.backends = {b.name: BackendRuntime(b, seed=index) for b in cfg.backends}
+        self.shared_state = current_shared()  # the generation's shared zone (None outside a supervisor)
+        if self.shared_state is None:  # not forked by a supervisor (tests): a zone of our own
+            self.shared_state = SharedState(cfg, 1)
+            self.shared_state.owner = 0
+        for b in self.backends.values():
+            b.attach_shared(self.shared_state)
+            if b.limited:  # a server has a maxconn: requests wait in the instance's queue
+                b.queue = BackendQueue(b, loop, b.cfg.queue, self.shared_state)
         for b in self.backends.values():
             if b.cfg.persistence is not None:
                 b.attach_persistence(build_persistence(b.cfg.persistence, b))
         self.listeners = [ListenerRuntime(lc, self.backends, self) for lc in cfg.listeners]
         self.servers: list[asyncio.Server] = []
+        # Access logs and page views (pyvs/logs): an observer per HTTP listener that has either.
+        self.access_logs, self.pageviews, self.observers = build_access_logs(cfg, loop)
+        self.dns: Any = None  # pyvs.dns.responder.DnsRuntime when the config has dns listeners
         # Set by the channel code: sends one message to the supervisor.
         self.send: Callable[[dict[str, Any]], None] = lambda msg: None
         for b in self.backends.values():
@@ -88,10 +106,20 @@ class WorkerRuntime:
             server = backend.by_name.get(msg["server"]) if backend else None
             if backend is not None and server is not None:
                 backend.apply(bool(msg["eligible"]), int(msg["weight"]), server)
+                if self.dns is not None:
+                    self.dns.changed()  # precomputed DNS answers follow health (pyvs/dns)
         elif msg.get("type") == "stick":  # stick-table entries (pyvs/persist/hub.py)
             backend = self.backends.get(msg["backend"])
             if backend is not None and backend.persist is not None:
                 backend.persist.on_sync(msg["entries"], self.loop.time())
+        elif msg.get("type") == "stick_clear":  # admin API: stick table cleared (pyvs/admin/actions.py)
+            backend = self.backends.get(msg["backend"])
+            table = getattr(backend.persist, "table", None) if backend is not None else None
+            if table is not None:
+                table.clear()
+            shared = getattr(backend.persist, "shared", None) if backend is not None else None
+            if shared is not None:  # the generation's shared table (pyvs/persist/shared_table.py)
+                shared.clear()
 
     def listen_socket(self, addr: str) -> socket.socket:
         """The TCP socket to accept on for ``addr``: the one inherited from the supervisor
@@ -106,22 +134,29 @@ class WorkerRuntime:
         return sock
 
     async def start(self) -> None:
+        self.access_logs.start()  # OSError: a log file that cannot be opened fails the start
         self.sweeper.start()
         self.l4 = L4Runtime.start(self)  # tcp/udp listeners of the user-space data plane
+        self.dns = await start_dns(self)  # mode dns listeners (pyvs/dns), None without any
         for lst in self.listeners:
             if lst.cfg.mode != "http":
                 continue
             for addr in lst.cfg.bind:
                 try:
                     sock = self.listen_socket(addr)
+                    tls = lst.tls  # TLS termination: contexts built by the supervisor (pyvs/tls)
                     server = await self.loop.create_server(
-                        lambda lst=lst: H1Connection(lst), sock=sock, backlog=lst.cfg.backlog  # type: ignore[misc]
+                        (lambda lst=lst: H1Connection(lst)) if tls is None
+                        else (lambda lst=lst, tls=tls: tls.protocol(lst)),
+                        sock=sock, backlog=lst.cfg.backlog, ssl=tls.context if tls is not None else None,
+                        ssl_handshake_timeout=tls.handshake_timeout if tls is not None else None,
                     )
                 except OSError as exc:  # the supervisor prints this as the reason of a failed start
                     raise OSError(exc.errno, f"listener {lst.cfg.name!r} cannot bind {addr}: {exc.strerror}") from None
                 self.servers.append(server)
 
     def report(self) -> dict[str, Any]:
+        self.stats.access_log_lines, self.stats.access_log_dropped = self.access_logs.counts()
         return {
             "type": "stats",
             "worker": self.index,
@@ -129,6 +164,8 @@ class WorkerRuntime:
             "stats": self.stats.snapshot(),
             "connections": len(self.connections),
             "backends": [b.statistics() for b in self.backends.values()],
+            "traffic": self.stats.traffic_report(),  # latency, status classes, bytes (pyvs/runtime/stats.py)
+            "pageviews": self.pageviews.take() if self.pageviews is not None else None,
         }
 
     async def drain(self, grace: float) -> None:
@@ -136,6 +173,8 @@ class WorkerRuntime:
         for server in self.servers:
             server.close()
         self.l4.stop_accepting()
+        if self.dns is not None:
+            self.dns.close()
         deadline = self.loop.time() + grace
         # A connection closes only once it has answered a response that said
         # "Connection: close" (``close_after``; new connections get it from ``draining``)
@@ -203,6 +242,7 @@ def reset_signals() -> None:
             signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which stops us
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reload is the supervisor's business
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # log reopen: handled once the loop runs
 
 
 async def _worker_main(cfg: Config, index: int, chan: socket.socket, supervisor: int,
@@ -222,6 +262,7 @@ async def _worker_main(cfg: Config, index: int, chan: socket.socket, supervisor:
 
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)
+    loop.add_signal_handler(signal.SIGUSR1, rt.access_logs.reopen)  # forwarded by the supervisor (logrotate)
     reader, writer = await asyncio.open_unix_connection(sock=chan)
 
     def send(msg: dict[str, Any]) -> None:
@@ -268,6 +309,10 @@ async def _worker_main(cfg: Config, index: int, chan: socket.socket, supervisor:
             await _flush(writer)
             return 1
         started = True
+        # Listeners are open: give up root (global.user), then ask again for the
+        # parent-death signal, which the kernel clears on a change of credentials.
+        drop_privileges(resolve_identity(cfg.global_.user, cfg.global_.group))
+        die_with_parent(supervisor)
         # Everything allocated so far (config, modules, runtime) lives as long as the
         # worker: move it out of the collector's sight, and collect young objects less
         # often -- the request path makes a few short-lived containers per request.
@@ -285,6 +330,7 @@ async def _worker_main(cfg: Config, index: int, chan: socket.socket, supervisor:
         grace = min(grace, ORPHAN_GRACE)
     if started:
         await rt.drain(grace)
+    rt.access_logs.close()  # the lines of the last requests, written before the exit
     for t in tasks:
         t.cancel()
     if not orphaned:

@@ -196,7 +196,7 @@ def test_l4_modes_take_a_backend_not_routes(mode: str) -> None:
 
 
 def test_unknown_mode_lists_the_choices() -> None:
-    assert problems(one_listener("mode: https")) == ["listeners[0].mode: Input should be 'http', 'tcp' or 'udp'"]
+    assert problems(one_listener("mode: https")) == ["listeners[0].mode: Input should be 'http', 'tcp', 'udp' or 'dns'"]
 
 
 # ---------------------------------------------------------------- addresses
@@ -602,7 +602,7 @@ def test_config_schema_is_json_with_the_sections(runner: CliRunner) -> None:
     props = schema["properties"]
     assert "listeners" in props
     assert props["listeners"]["type"] == "array"
-    assert set(props) == {"global", "admin", "demo", "listeners", "backends", "state", "vrrp"}
+    assert set(props) == {"global", "admin", "demo", "listeners", "backends", "state", "vrrp", "pageviews"}
     assert schema["additionalProperties"] is False
     listener = schema["$defs"]["Listener"]
     assert listener["additionalProperties"] is False

@@ -41,6 +41,10 @@ VARIABLES: Final = frozenset({
     "route",
     "vhost",
     "listener",
+    "tls_version",  # TLSv1.2 / TLSv1.3 (empty on a plain connection; docs/tls.md)
+    "tls_cipher",
+    "tls_sni",  # the name the client sent in SNI
+    "tls_client_subject",  # the verified client certificate's subject (RFC 4514)
 })
 
 _TOKEN = re.compile(r"%%|%\{([^}]*)\}|%\{")
