@@ -10,9 +10,10 @@ already understand, so there is one path for a change whatever caused it:
   agent check's ``ready`` / ``drain`` / ``maint`` reply does. The manager derives the
   displayed state (UP, DRAIN, MAINT, DOWN) and broadcasts ``{"type": "server", ...}``
   to every worker and kernel data plane. ``disable`` is HAProxy's ``disable server``:
-  MAINT. DRAIN and MAINT take the server out of the scheduler's pool: exchanges in
-  flight finish on it, nothing new is sent (sticky sessions move: docs/sessions.md;
-  ``weight S 0`` keeps them, as HAProxy's weight 0 does). Health checks go on, and the
+  MAINT. DRAIN takes the server out of the balancing for new sessions only (published
+  as eligible with weight 0: exchanges in flight finish, sessions stuck to it keep
+  coming, as HAProxy's drain); MAINT takes it out entirely (sticky sessions move:
+  docs/sessions.md). Health checks go on, and the
   state survives a reload of the config (the health state of a kept server is carried).
 * **weight** is applied by swapping in a copy of the running config whose server has
   the new weight (``Supervisor.cfg`` and the health manager's entries), then publishing
@@ -125,9 +126,14 @@ class RuntimeActions:
         e = self._entry(backend, server)
         self._idle()
         old = e.server.weight
-        new_cfg = _with_servers(self.sup.cfg, backend, lambda servers: [
-            s.model_copy(update={"weight": weight}) if s.name == server else s for s in servers])
-        self._swap(new_cfg)
+        # A copy of the running config with that one value changed, not a re-validated
+        # one: validation would re-read certificate files and build new TLS contexts that
+        # the running workers do not serve (the weight was checked above).
+        cfg = self.sup.cfg
+        backends = [b.model_copy(update={"servers": [s.model_copy(update={"weight": weight}) if s.name == server
+                                                     else s for s in b.servers]}) if b.name == backend else b
+                    for b in cfg.backends]
+        self._swap(cfg.model_copy(update={"backends": backends}))
         self.sup.health._publish(e)  # the manager's own "tell the workers if it changed"
         return {"ok": True, "backend": backend, "server": server, "weight": weight, "was": old,
                 "effective_weight": e.sent[1], "note": RUNTIME_NOTE}

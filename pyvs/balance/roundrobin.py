@@ -79,14 +79,22 @@ class RoundRobin(Scheduler):
             return smooth_pick(self.candidates(ctx), self._current)
         cycle = self._cycle
         if cycle is None:
-            cycle = self._cycle = interleaved_cycle(self.pool())
+            cycle = self._cycle = interleaved_cycle(self.pool(), SHARED_CYCLE_MAX)
         if len(cycle) == 1:
             return cycle[0]  # one server: nothing to rotate (and no shared add)
         return cycle_pick(cycle, draw(), ctx.exclude)
 
 
-def interleaved_cycle(pool: list[Target]) -> list[Target]:
-    """One full smooth-weighted cycle over ``pool`` (weights reduced by their gcd)."""
+SHARED_CYCLE_MAX = 4096  # longest cycle the shared round robin walks (see interleaved_cycle)
+
+
+def interleaved_cycle(pool: list[Target], max_len: int = 0) -> list[Target]:
+    """One full smooth-weighted cycle over ``pool`` (weights reduced by their gcd).
+
+    ``max_len`` (0: none) bounds the cycle by scaling the weights down (each kept at 1
+    or more): shares are then exact to about ``len(pool) / max_len``. The shared round
+    robin uses it, because slow start changes weights in steps whose gcd is 1 and a
+    cycle of the exact weights could be hundreds of thousands long, rebuilt per step."""
     if not pool:
         return []
     g = 0
@@ -94,6 +102,9 @@ def interleaved_cycle(pool: list[Target]) -> list[Target]:
         g = gcd(g, t.weight)
     weights = {t.index: t.weight // g for t in pool}
     total = sum(weights.values())
+    if max_len and total > max_len:
+        weights = {i: max(1, w * max_len // total) for i, w in weights.items()}
+        total = sum(weights.values())
     current = {t.index: 0 for t in pool}
     cycle: list[Target] = []
     for _ in range(total):

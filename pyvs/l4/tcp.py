@@ -34,6 +34,7 @@ stream. A clean FIN is passed on as a FIN (half-close), see :mod:`pyvs.l4.pump`.
 from __future__ import annotations
 
 import _socket
+import asyncio
 import errno
 import logging
 import select
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyvs.l4")
 
 ACCEPT_BATCH = 64
+QUEUE_POLL = 0.005  # seconds between looks for a slot while connections are queued
 HEADER_MAX = 16 + 65535  # the largest PROXY v2 header
 _LINGER_RESET = struct.pack("ii", 1, 0)
 _NO_TRIES: frozenset[int] = frozenset()
@@ -89,6 +91,7 @@ class TcpListener:
         self.send_proxy = cfg.send_proxy
         self.active = 0  # sessions holding a listener slot
         self.queue: deque[TcpSession] = deque()
+        self.poll_handle: asyncio.TimerHandle | None = None
         self.sessions: set[TcpSession] = set()
         self.accepting = False
 
@@ -133,11 +136,23 @@ class TcpListener:
         queue = self.queue
         while queue:
             if self.maxconn and self.active >= self.maxconn:
-                return
+                break
             session = queue[0]
             if not session.try_start():
-                return
+                break
             queue.popleft()
+        self._arm_poll()
+
+    def _arm_poll(self) -> None:
+        """While sessions wait for a server slot, look again every ``QUEUE_POLL``: a slot
+        another worker frees (servers' maxconn counts are instance-wide) is seen here
+        only this way."""
+        if self.queue and self.poll_handle is None:
+            self.poll_handle = self.loop.call_later(QUEUE_POLL, self._poll)
+
+    def _poll(self) -> None:
+        self.poll_handle = None
+        self.admit_queued()
 
 
 class TcpSession:
@@ -272,6 +287,7 @@ class TcpSession:
             self.rt.stats.l4_queued += 1
             self.deadline = self.rt.loop.time() + lst.queue_timeout
             lst.queue.append(self)
+            lst._arm_poll()
 
     def try_start(self) -> bool:
         """Take a server slot and connect; False when every server is full (stay queued).

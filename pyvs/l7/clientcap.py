@@ -8,9 +8,9 @@ address; each worker keeps its own count of a key (an entry per worker and addre
 and admitting a connection is one locked call that sums the workers' counts and adds
 this one only if the total stays within the cap. A worker that dies takes its
 entries with it: the supervisor drops them (``drop_owner``), so a crash never locks
-a client out. Entries live as long as connections do; their expiry (an hour after
-the last accept or close of that address here) only bounds what a lost update
-could leave behind.
+a client out. Entries live exactly as long as connections do: they never expire
+(the table's sweep would otherwise forget a client holding quiet connections for
+long, and let it open as many again).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 from pyvs.shared.state import SharedState, TableInfo, usec
 from pyvs.shared.zone import tag_of
 
-TTL = 3600.0
+NEVER = 1 << 60  # microseconds: entries end with their last connection, not with time
 
 
 class ClientCap:
@@ -35,7 +35,7 @@ class ClientCap:
         self.owners = state.nworkers
         self.cap = cap
         self._clock = clock
-        self.ttl = usec(TTL)
+        self.ttl = NEVER
         self._tags: dict[str, int] = {}
         self.refused = 0
 

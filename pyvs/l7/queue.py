@@ -13,7 +13,9 @@ them. A request that finds no room waits here:
   head reaches its ticket *and* some server has room; the head then moves on by one.
   So requests leave in arrival order across all workers (the ticket is the order).
   A ticket whose request gave up (queue timeout, client gone) is marked in a shared
-  ring (``ring[t % R] = t + 1``) and any worker moving the head skips it.
+  ring (``ring[t % R] = t + 1``) and any worker moving the head skips it; a waiting
+  ticket's slot holds ``-deadline`` (microseconds), so a ticket still "waiting" past its
+  deadline is known to belong to a worker that died, and is skipped too.
 * **server queue** (a sticky request whose server is full): it waits for that
   server only, in arrival order within the worker, without a ticket, so it never
   holds up requests that could go elsewhere.
@@ -22,6 +24,13 @@ Wake-ups: a worker whose own request ends polls its queue at once; a worker with
 requests waiting also polls every ``POLL`` seconds, which is how a slot freed in
 another worker reaches it (at most ``POLL`` late). Nothing runs while the queue is
 empty, and a backend without any ``maxconn`` has no queue at all.
+
+A worker that dies holding the head ticket cannot give it up; the others skip it once
+its deadline has passed (+50 ms), and, should the worker have died between drawing the
+ticket and marking it, once it stayed the head longer than ``timeout`` (+1 s). A live
+owner never lets either happen (its request is served, or times out and abandons the
+ticket). A sticky
+request whose server goes down leaves the server queue and is balanced afresh.
 """
 
 from __future__ import annotations
@@ -29,10 +38,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from pyvs.balance.base import PickContext
-from pyvs.shared.state import B_HEAD, B_QUEUED, B_TAIL
+from pyvs.shared.state import B_HEAD, B_QUEUED, B_TAIL, usec
 
 if TYPE_CHECKING:
     from pyvs.config.limits_schema import HttpQueue
@@ -42,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyvs.queue")
 
 POLL = 0.002  # seconds between looks at the shared head while requests wait here
+STALL_MARGIN = 1.0  # a head ticket with no deadline mark, older than timeout + this, has no live owner
+SKIP_MARGIN = 50_000  # microseconds past its deadline before a waiting ticket is taken as dead
 
 
 class Queued(Protocol):
@@ -49,6 +61,7 @@ class Queued(Protocol):
 
     def dequeued(self, server: ServerState, waited: float) -> None: ...
     def queue_failed(self, status: int) -> None: ...
+    def requeue_elsewhere(self, server: ServerState) -> None: ...
 
 
 class Waiter:
@@ -80,6 +93,7 @@ class BackendQueue:
         self.waiting: deque[Waiter] = deque()  # ticketed, in ticket order
         self.pinned: deque[Waiter] = deque()  # sticky requests waiting for their server
         self._timer: asyncio.TimerHandle | None = None
+        self._stall: tuple[int, float] | None = None  # (head ticket, since) of another worker's head
         self.dequeued = 0
         self.wait_total = 0.0
         self.timeouts = 0
@@ -117,7 +131,9 @@ class BackendQueue:
             self.full += 1
             return False
         t = w.add(self.tail, 1) - 1
-        self._add(Waiter(ex, t, None, *self._times()), self.waiting)
+        since, deadline = self._times()
+        w.set(self.ring + t % self.ring_size, -usec(deadline))  # waiting until then (see _skip_abandoned)
+        self._add(Waiter(ex, t, None, since, deadline), self.waiting)
         return True
 
     def join_pinned(self, ex: Queued, server: ServerState) -> bool:
@@ -141,21 +157,36 @@ class BackendQueue:
     def poll(self) -> None:
         """Serve whoever can go now; expire whoever waited too long."""
         self._timer = None
-        now = self.loop.time()
+        try:
+            self._poll(self.loop.time())
+        finally:
+            self._arm()  # whatever a callback raised, the queue is looked at again
+
+    def _poll(self, now: float) -> None:
         for wt in list(self.pinned):
-            assert wt.server is not None
-            if wt.server.target.eligible and wt.server.try_take():
+            server = wt.server
+            assert server is not None
+            if not server.target.eligible:  # its server went down: balanced afresh, as a redispatch
                 self.pinned.remove(wt)
-                self._served(wt, wt.server, now)
+                self.words.add(self.queued, -1)
+                self._call(wt.ex.requeue_elsewhere, server)
+            elif server.try_take():
+                self.pinned.remove(wt)
+                self._served(wt, server, now)
         w = self.words
         while True:
             h = self._skip_abandoned()
+            if h >= w.get(self.tail):
+                self._stall = None
+                break
             if not self.waiting or self.waiting[0].ticket != h:
+                self._unstick(h, now)
                 break
             server = self.room(frozenset())
             if server is None:
                 break
             wt = self.waiting.popleft()
+            w.set(self.ring + h % self.ring_size, 0)
             w.cas(self.head, h, h + 1)
             self._served(wt, server, now)
         for q in (self.waiting, self.pinned):
@@ -163,13 +194,37 @@ class BackendQueue:
                 wt = q.popleft()
                 self._gone(wt)
                 self.timeouts += 1
-                wt.ex.queue_failed(503)
-        self._arm()
+                self._call(wt.ex.queue_failed, 503)
+
+    def _unstick(self, h: int, now: float) -> None:
+        """The head ticket is another worker's. A live owner serves it or gives it up
+        within ``timeout``; one still at the head well after that belongs to a worker
+        that died (or was killed between drawing it and waiting): skip it."""
+        if self._stall is None or self._stall[0] != h:
+            self._stall = (h, now)
+        elif now - self._stall[1] > self.timeout + STALL_MARGIN:
+            log.warning("queue of backend %s: ticket %d held by no live worker; skipped", self.backend.name, h)
+            self.words.cas(self.head, h, h + 1)
+            self._stall = None
 
     def kick(self) -> None:
-        """A slot of this backend was freed here: look at the queue soon."""
-        if (self.waiting or self.pinned) and self._timer is None:
+        """A slot of this backend was freed here: look at the queue now (not at the
+        next poll tick)."""
+        if self.waiting or self.pinned:
+            if self._timer is not None:
+                self._timer.cancel()
             self._timer = self.loop.call_soon(self.poll)  # type: ignore[assignment]
+
+    def has_pinned(self, server: ServerState) -> bool:
+        """Do sticky requests of this worker wait for ``server``? (A new one queues
+        behind them instead of taking a freed slot first.)"""
+        return any(wt.server is server for wt in self.pinned)
+
+    def _call(self, fn: Callable[..., None], arg: object) -> None:
+        try:
+            fn(arg)
+        except Exception:  # one exchange's failure must not stop the queue
+            log.exception("queue of backend %s: a waiting request failed", self.backend.name)
 
     # ------------------------------------------------------------- internals
     def _times(self) -> tuple[float, float]:
@@ -190,7 +245,10 @@ class BackendQueue:
         self.dequeued += 1
         waited = now - wt.since
         self.wait_total += waited
-        wt.ex.dequeued(server, waited)
+        try:
+            wt.ex.dequeued(server, waited)
+        except Exception:
+            log.exception("queue of backend %s: a dequeued request failed", self.backend.name)
 
     def _gone(self, wt: Waiter) -> None:
         self.words.add(self.queued, -1)
@@ -202,11 +260,18 @@ class BackendQueue:
         self._skip_abandoned()
 
     def _skip_abandoned(self) -> int:
-        """Move the shared head past tickets nobody waits for; the head."""
+        """Move the shared head past tickets nobody waits for; the head. A ticket is
+        skipped when its owner gave it up (``t + 1`` in its ring slot) or when it is
+        still marked waiting (``-deadline``) after its deadline: a live owner gives it up
+        at its deadline, so that owner is dead (and had its waiter failed anyway)."""
         w = self.words
+        now = usec(self.loop.time()) - SKIP_MARGIN
         while True:
             h = w.get(self.head)
-            if h >= w.get(self.tail) or w.get(self.ring + h % self.ring_size) != h + 1:
+            if h >= w.get(self.tail):
+                return h
+            v = w.get(self.ring + h % self.ring_size)
+            if v != h + 1 and not (v < 0 and -v < now):
                 return h
             w.cas(self.head, h, h + 1)
 

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from pyvs.l7.queue import BackendQueue
     from pyvs.runtime.batch import WriteBatch
     from pyvs.runtime.worker import WorkerRuntime
-    from pyvs.upstream.server import BackendRuntime, ServerState
+    from pyvs.upstream.server import BackendRuntime, ServerState, SessionPicker
 
 log = logging.getLogger("pyvs.http")
 
@@ -113,6 +113,7 @@ class UpstreamLeg:
         if persist is None:
             server = backend.pick(self.pick_context(self.tried, self.started))
         else:
+            persist.stuck = False  # set by pick when the request follows its session
             server = persist.pick(self, head, self.tried, self.started)
         down = self.down
         if server is None:
@@ -133,12 +134,16 @@ class UpstreamLeg:
         queue = backend.queue
         if queue is not None and server.index >= 0:
             # Servers with a maxconn (pyvs/l7/queue.py): take a slot now, or wait for one.
-            if persist is not None:
-                if not server.try_take():  # sticky: wait for this server
+            if persist is not None and persist.stuck:
+                # A session's request waits for its server (behind the ones already waiting).
+                if queue.has_pinned(server) or not server.try_take():
                     self._wait(queue, queue.join_pinned(self, server))
                     return
             elif queue.pending() or not server.try_take():
-                other = None if queue.pending() else queue.room(self.tried | server.index_set)
+                other = None
+                if not queue.pending():
+                    other = queue.room(self.tried | server.index_set) if persist is None \
+                        else self._repick(persist, head, server)
                 if other is None:
                     self._wait(queue, queue.join(self))
                     return
@@ -147,6 +152,20 @@ class UpstreamLeg:
         self.server = server
         self.attempts += 1
         self._use(server, head, taken)
+
+    def _repick(self, persist: SessionPicker, head: RequestHead, full: ServerState) -> ServerState | None:
+        """A new session whose server is at its maxconn: balance it again among the
+        servers with room, through persistence (so it sticks to the one it gets), its
+        slot taken; None when every server is full."""
+        exclude = self.tried | full.index_set
+        for _ in range(len(full.backend.servers)):
+            server = persist.pick(self, head, exclude, self.started)
+            if server is None or server.index < 0 or server.index in exclude:
+                return None
+            if server.try_take():
+                return server
+            exclude = exclude | server.index_set
+        return None
 
     def _wait(self, queue: BackendQueue, joined: bool) -> None:
         if joined:
@@ -161,10 +180,22 @@ class UpstreamLeg:
         head = self.head
         if head is None:  # cannot happen: finished() leaves the queue
             server.give()
+            if server.backend.queue is not None:
+                server.backend.queue.kick()
             return
         self.server = server
         self.attempts += 1
         self._use(server, head, True)
+
+    def requeue_elsewhere(self, server: ServerState) -> None:
+        """The server a sticky request waited for went down: balance it afresh, as a
+        redispatch (persistence moves the session)."""
+        self.queued = None
+        head, backend = self.head, self.backend
+        if head is None or backend is None:
+            return
+        self.tried = self.tried | server.index_set
+        self._attempt(backend, head)
 
     def queue_failed(self, status: int) -> None:
         """Waited ``queue.timeout`` for a slot: 503, as HAProxy's ``timeout queue``."""

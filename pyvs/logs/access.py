@@ -60,8 +60,12 @@ class AccessLog:
     def added(self, n: int) -> None:
         """``n`` records wait now (the observer appends them itself, and calls this for
         the first and for a full batch only)."""
-        if n >= BATCH_RECORDS:
-            self.flush()
+        if n == BATCH_RECORDS:
+            # Formatted on the next loop turn, not now: the response this record
+            # describes may still be waiting in the write batch.
+            if self.handle is not None:
+                self.handle.cancel()
+            self.handle = self.loop.call_soon(self.flush)
         elif n == 1:
             self.handle = self.loop.call_later(self.flush_delay, self.flush)
 

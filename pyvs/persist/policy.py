@@ -92,6 +92,7 @@ class Persistence:
         self.backend = backend
         self.name = backend.name
         self.redispatch = cfg.on_failure == "redispatch"
+        self.stuck = False  # the last pick followed the request's session (SessionPicker.stuck)
         self.hits = 0
         self.misses = 0
         self.redispatches = 0
@@ -116,6 +117,7 @@ class Persistence:
         if sticky is not None:
             if sticky.target.eligible and sticky.index not in exclude:
                 self.hits += 1
+                self.stuck = True
                 return sticky, False
             if not self.redispatch:
                 self.failures += 1
@@ -274,6 +276,7 @@ class TablePersistence(Persistence):
             other = servers[held]
             if other.target.eligible and other.index not in exclude:
                 self.hits += 1  # another worker stuck this session a moment ago: follow it
+                self.stuck = True
                 return other
             table.put(key, server.index, now)  # what it holds cannot take the request
         self.announced[key] = now

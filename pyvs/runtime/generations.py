@@ -44,6 +44,7 @@ class Generations:
     health: HealthManager
     persist: Any
     shared: SharedState
+    reload_old: list[WorkerHandle]  # the generation being replaced, while a reload runs
     workers: dict[int, WorkerHandle]
     generation: int
     reloads: int
@@ -108,6 +109,7 @@ class Generations:
         self.persist = await carry.carry_persist(self.persist, old, new, self.broadcast)
         # The new generation, worker i on the sockets of worker i of the old one.
         old_workers = self.workers
+        self.reload_old = list(old_workers.values())  # still serving: SIGUSR1 reaches them too
         old_shared = self.shared
         self.shared = SharedState(new, self.nworkers)  # the new generation's zone
         self.generation += 1
@@ -133,6 +135,7 @@ class Generations:
         if failure is not None or self.stopping:
             # Back to the old generation; stop the new one.
             self.workers, self.cfg, self.shared = old_workers, old, old_shared
+            self.reload_old = []
             self.generation -= 1
             for h in new_workers:
                 h.retired = True
@@ -140,6 +143,7 @@ class Generations:
                     self.retiring.append(h)
                     os.kill(h.pid, signal.SIGTERM)
             await carry.carry_health(self.health, old)
+            self._spawn_task(self._release_zones(new_workers))
             self.persist = await carry.carry_persist(self.persist, new, old, self.broadcast)
             for addr in set(self.slots.by_addr) - before:
                 self.slots.remove(addr)
@@ -150,6 +154,7 @@ class Generations:
         for h in old_workers.values():
             h.retired = True
         self.retiring.extend(old_handles)
+        self.reload_old = []
         for h in old_handles:
             try:
                 os.kill(h.pid, signal.SIGTERM)
@@ -163,9 +168,20 @@ class Generations:
                  len(old_handles), new.global_.grace)
         return {"ok": True, "errors": [], "notes": notes, "generation": self.generation, "config": source}
 
+    async def _release_zones(self, handles: list[WorkerHandle]) -> None:
+        """Once every worker of a generation is gone, give back its shared zone (each
+        reload makes one: without this each would keep a memfd, inherited by every
+        worker forked later)."""
+        await all_exited(handles, self.cfg.global_.grace + 15)
+        for zone in {id(h.shared): h.shared for h in handles if h.shared is not None}.values():
+            if zone is not self.shared and not any(w.shared is zone and w.pid for w in
+                                                   [*self.workers.values(), *self.retiring]):
+                zone.close()
+
     async def _after_retire(self, handles: list[WorkerHandle]) -> None:
         """Once the old workers are gone: close the sockets of addresses no longer
         configured (none of the current workers uses them); SIGKILL stragglers."""
+        self._spawn_task(self._release_zones(handles))
         if not await all_exited(handles, self.cfg.global_.grace + 5):
             for h in handles:
                 if h.pid:

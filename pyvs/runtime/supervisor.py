@@ -109,6 +109,7 @@ class Supervisor(Generations):
         self.stop_event: asyncio.Event | None = None
         self.slots = SlotSockets(self.nworkers)  # listening TCP sockets, one per address and worker slot
         self.retiring: list[WorkerHandle] = []  # old generations, draining after a reload
+        self.reload_old: list[WorkerHandle] = []  # the generation a reload in progress replaces
         self.retired_reports: list[dict[str, Any]] = []  # last counters of retired workers
         self.generation = 0
         self.reloads = 0
@@ -206,6 +207,9 @@ class Supervisor(Generations):
                         s.close()  # other slots' sockets, the admin's
                 from pyvs.shared.state import attach
 
+                for h in [*self.workers.values(), *self.retiring, *self.reload_old]:
+                    if h.shared is not None and h.shared is not self.shared:
+                        h.shared.zone.close()  # another generation's memfd: not ours to keep
                 attach(self.shared, index)
                 code = run_worker(cfg, index, child, supervisor, mine, ours)
             finally:
@@ -279,8 +283,8 @@ class Supervisor(Generations):
                 log.warning("SIGHUP: ignored while pyvs is %s", "stopping" if self.stopping else "starting")
 
         loop.add_signal_handler(signal.SIGHUP, on_hup)
-        loop.add_signal_handler(signal.SIGUSR1, lambda: forward_reopen([h.pid for h in [*self.workers.values(),
-                                                                                      *self.retiring]]))
+        loop.add_signal_handler(signal.SIGUSR1, lambda: forward_reopen([h.pid for h in [
+            *self.workers.values(), *self.retiring, *self.reload_old] if h.pid]))
         for h in list(self.workers.values()):
             self._watch(h)  # first: every worker exit from here on is seen
         runners: list[Any] = []

@@ -36,8 +36,10 @@
  * among up to 8 sampled ones (counted in ``evictions``).
  *
  * The lock word holds the owner's pid. A process that dies holding it (SIGKILL
- * between two instructions) is found out by the waiters (kill(pid, 0) says ESRCH)
- * and its lock taken over, so no lock is ever left held.
+ * between two instructions) is found out by the waiters (gone, or a zombie in
+ * /proc/PID/stat) and its lock taken over, so no lock is ever left held. The table
+ * it was changing may then hold one duplicated or one missing entry: soft state
+ * (a session balanced again, a count one off until its key is touched).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -46,6 +48,8 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 typedef struct {
@@ -164,6 +168,29 @@ zone_cas(Zone *self, PyObject *const *args, Py_ssize_t nargs)
 
 /* ------------------------------------------------------------------ locks */
 
+/* Is the process holding a lock gone? Gone, or a zombie its parent has not reaped
+ * yet (kill() still succeeds on a zombie, and the supervisor that would reap it may
+ * be the very process waiting here). */
+static int
+holder_dead(int64_t pid)
+{
+    if (pid <= 0)
+        return 0;
+    if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+        return 1;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%lld/stat", (long long)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return errno == ENOENT;
+    char buf[512];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    return p != NULL && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
 static void
 lock(int64_t *word)
 {
@@ -181,7 +208,7 @@ lock(int64_t *word)
         if (spins < 64)
             continue;
         sched_yield();
-        if (spins % 256 == 0 && expected > 0 && kill((pid_t)expected, 0) != 0 && errno == ESRCH) {
+        if (spins % 256 == 0 && holder_dead(expected)) {
             /* The holder died with the lock: take it over. */
             if (__atomic_compare_exchange_n(word, &expected, my_pid, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
                 return;

@@ -144,6 +144,10 @@ class SharedState:
             w.drop_owner(t.base, owner)
         return total
 
+    def close(self) -> None:
+        """This generation is gone: give its memory back (pyvs/shared/zone.py)."""
+        self.zone.close()
+
     def sweep(self, now: float | None = None) -> int:
         """Remove expired entries from every table (a bounded slice each call)."""
         t = usec(time.monotonic() if now is None else now)

@@ -94,6 +94,14 @@ class Zone:
             self.words = PyZone(self.map, self.fd)
             self.implementation = "python"
 
+    def close(self) -> None:
+        """Give the memfd back (the supervisor, once no worker of the generation is
+        left; a worker, for the zones of other generations it inherited). The mapping
+        goes with the last reference to the words."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
     def init_table(self, base: int, capacity: int, max_entries: int) -> None:
         """Write a table header (before the workers fork)."""
         m = memoryview(self.map).cast("q")

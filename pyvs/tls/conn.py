@@ -161,6 +161,13 @@ class TlsConnection(H1Connection):
             self.ex.view = TlsRequestView(facts)
         super().connection_made(transport)
 
+    def eof_received(self) -> bool | None:
+        """Over TLS a client's EOF ends the connection: uvloop's SSL transport ignores
+        "keep the write side open" (and warns), so a half-closed TLS client does not get
+        the response an HTTP/1 client gets in that case (docs/tls.md)."""
+        super().eof_received()
+        return None
+
 
 def facts_of(view: object) -> TlsFacts | None:
     """The TLS facts of a request view (None on a plain connection)."""

@@ -27,6 +27,10 @@ class SessionPicker(Protocol):
     """What the upstream layer knows of a backend's session persistence (built by
     the worker from pyvs.persist; the exchange asks it instead of ``pick``)."""
 
+    #: set by ``pick``: True when the server it returned is the request's session's own
+    #: (a sticky hit), so a full server makes the request wait for it (pyvs/l7/queue.py)
+    stuck: bool
+
     def pick(self, ex: Any, head: Any, exclude: frozenset[int], now: float) -> ServerState | None: ...
     def on_response(self, ex: Any, rh: Any, server: ServerState) -> None: ...
     def statistics(self) -> dict[str, Any]: ...
@@ -51,6 +55,7 @@ class ServerState:
         "name",
         "opened",
         "passive_word",
+        "passive_words",
         "port",
         "requests",
         "responses_5xx",
@@ -87,27 +92,29 @@ class ServerState:
         self.words: Words | None = None
         self.slot = 0
         self.col = 0
-        self.passive_word = 0  # the shared count of failures in a row (passive health), when shared
+        # The shared count of failures in a row (passive health), when the backend has it.
+        self.passive_words: Words | None = None
+        self.passive_word = 0
 
     def passive_failed(self, threshold: int) -> bool:
         """One more live-traffic failure in a row; True when this one reaches
         ``threshold`` (then the count starts again). Shared by every worker when the
         backend has passive health, so N failures spread over workers are N."""
-        w = self.words
-        if w is None or not self.passive_word:
+        w = self.passive_words
+        if w is None:
             self.consecutive_errors += 1
             if self.consecutive_errors < threshold:
                 return False
             self.consecutive_errors = 0
             return True
-        if w.add(self.passive_word, 1) != threshold:
-            return False  # below it, or another worker's failure reached it first
-        w.set(self.passive_word, 0)
-        return True
+        n = w.add(self.passive_word, 1)
+        # At or past the threshold: the one worker whose reset succeeds reports (a count
+        # pushed past it by a racing failure, or left by a killed worker, still resets).
+        return n >= threshold and w.cas(self.passive_word, n, 0)
 
     def passive_ok(self) -> None:
         """An answer without error: the failures in a row start again from 0."""
-        w = self.words
+        w = self.passive_words
         if w is not None and w.get(self.passive_word):
             w.set(self.passive_word, 0)
 
@@ -250,7 +257,7 @@ class BackendRuntime:
         if self.passive_threshold:  # outlier detection counts every worker's failures
             for s in self.servers:
                 slot = state.servers[(self.name, s.name)]
-                s.words = words
+                s.passive_words = words
                 s.passive_word = slot + S_ERRORS
         rr = state.backends[self.name] + B_RR
         self.scheduler.share_sequence(lambda: words.add(rr, 1) - 1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -233,3 +234,23 @@ def test_counts_by_owner_limit_and_a_dead_owner(impl: str) -> None:
     assert w.count_add(base, b, 1, 3, 0, 0, 0, 10**9) == 0
     assert w.count_add(base, a, 0, 3, -5, 0, 0, 10**9) == 1  # never below zero
     assert z.table_stats(base)[0] == 1
+
+
+def test_a_lock_left_by_a_zombie_is_taken_over() -> None:
+    """The holder died but is not reaped yet (its parent -- here us -- is the one
+    waiting): kill(pid, 0) still succeeds, /proc says Z."""
+    if CZone is None:
+        pytest.fail("the C helper pyvs/shared/_zone.c was not built")
+    z, base = table("c", 10)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        deadline = 200
+        while Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z" and deadline:
+            os.sched_yield()
+            deadline -= 1
+        z.words.set(base, pid)
+        assert z.words.table_claim(base, tag_of("k"), 1, 0, 100, -1) == 1
+    finally:
+        os.waitpid(pid, 0)
