@@ -103,6 +103,10 @@ class IpvsDataPlane:
         self._sock: Any = None
         self.installed: dict[str, int] = {}  # server name -> weight given to IPVS
 
+    def signature(self) -> tuple[object, ...]:
+        """What the services depend on (a reload keeps a plane whose signature is the same)."""
+        return (self.listener, self.backend, self.protocol, tuple(self.vips), tuple(self.servers), self.sched)
+
     def _ipvs(self) -> Any:
         if self._sock is None:
             if self._factory is not None:

@@ -100,6 +100,8 @@ class KernelDataPlanes:
                     [parse_address(a) for a in lst.bind], kernel_servers(backend), ipvs_factory,
                 ))
         self.started: list[DataPlane] = []
+        self._nft = nft
+        self._ipvs_factory = ipvs_factory
         # For on_server_message: config weights, and the last (eligible, weight) health sent.
         self._config_weights = {b.name: {s.name: s.weight for s in b.servers} for b in cfg.backends}
         self._state: dict[str, dict[str, tuple[bool, int]]] = {}
@@ -157,6 +159,54 @@ class KernelDataPlanes:
                 out.append({"listener": plane.listener, "error": str(exc)})
         return out
 
+    def replace(self, cfg: Config) -> list[str]:
+        """Make the kernel serve ``cfg`` (a reload): planes whose listener is unchanged
+        stay as they are; an nftables table that changed is replaced in one nft
+        transaction (delete and re-create in one batch: a packet sees the old table or
+        the new one, never neither); IPVS services that changed are replaced service by
+        service; removed listeners are removed and new ones programmed. Returns one
+        note per listener changed. Raises KernelDataPlaneError naming the listener
+        when the kernel refuses (what was applied before stays)."""
+        new = KernelDataPlanes(cfg, nft=self._nft, ipvs_factory=self._ipvs_factory)
+        old = {p.listener: p for p in self.started}
+        notes: list[str] = []
+        kept: list[DataPlane] = []
+        for plane in new.planes:
+            before = old.pop(plane.listener, None)
+            try:
+                if before is not None and _same(before, plane):
+                    kept.append(before)
+                    continue
+                if isinstance(before, NftDataPlane) and isinstance(plane, NftDataPlane) \
+                        and before.plan.table == plane.plan.table:
+                    plane.weights = {k: v for k, v in before.weights.items() if k in plane.weights} | {
+                        k: v for k, v in plane.weights.items() if k not in before.weights}
+                    plane.replace_table()
+                    notes.append(f"listener {plane.listener!r}: nftables table {plane.plan.table} replaced")
+                else:
+                    if before is not None:
+                        before.stop()
+                    plane.start()
+                    notes.append(f"listener {plane.listener!r}: kernel data plane "
+                                 f"{'replaced' if before is not None else 'added'}")
+            except Exception as exc:
+                self.started = kept + list(old.values())  # what is programmed now
+                raise KernelDataPlaneError(f"listener {plane.listener!r}: {exc}") from None
+            kept.append(plane)
+        for gone in old.values():
+            try:
+                gone.stop()
+                notes.append(f"listener {gone.listener!r}: kernel data plane removed")
+            except Exception as exc:
+                log.error("listener %s: could not remove its kernel data plane: %s", gone.listener, exc)
+        self.planes = kept
+        self.started = list(kept)
+        self._config_weights = new._config_weights
+        self._state = {b: st for b, st in self._state.items() if b in self._config_weights}
+        if kept:
+            _warn_if_not_forwarding()
+        return notes
+
     def stop(self) -> None:
         """Remove every table / service this instance created (and nothing else)."""
         while self.started:
@@ -165,6 +215,15 @@ class KernelDataPlanes:
                 plane.stop()
             except Exception as exc:
                 log.error("listener %s: could not remove its kernel data plane: %s", plane.listener, exc)
+
+
+def _same(a: DataPlane, b: DataPlane) -> bool:
+    """Do two planes program the kernel the same way (a reload may keep ``a``)?"""
+    if isinstance(a, NftDataPlane) and isinstance(b, NftDataPlane):
+        return a.plan == b.plan and a.backend == b.backend
+    if isinstance(a, IpvsDataPlane) and isinstance(b, IpvsDataPlane):
+        return a.signature() == b.signature()
+    return False
 
 
 def _warn_if_not_forwarding() -> None:

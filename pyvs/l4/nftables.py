@@ -328,6 +328,16 @@ class NftDataPlane:
                  ", ".join(f"{ip}:{port}/{self.plan.protocol}" for ip, port in self.plan.vips),
                  len(pool(self.plan.servers, self.weights)))
 
+    def replace_table(self) -> None:
+        """Replace this listener's table (same name, another plan: a reload) in one
+        transaction: the kernel applies the deletion and the new table together."""
+        delete = {"delete": {"table": {"family": FAMILY, "name": self.plan.table}}}
+        self.runner.apply([delete, *table_ruleset(self.plan, self.weights)])
+        self.started = True
+        log.info("nftables: table ip %s replaced (reload): %s over %d server(s)", self.plan.table,
+                 ", ".join(f"{ip}:{port}/{self.plan.protocol}" for ip, port in self.plan.vips),
+                 len(pool(self.plan.servers, self.weights)))
+
     def set_servers(self, weights: Mapping[str, int]) -> None:
         """New eligible weights (server name -> effective weight; absent or 0 = takes no
         new connection). Rewrites the dispatch rule only if the pool changed."""

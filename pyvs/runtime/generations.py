@@ -45,6 +45,7 @@ class Generations:
     persist: Any
     shared: SharedState
     reload_old: list[WorkerHandle]  # the generation being replaced, while a reload runs
+    kernel: Any  # pyvs.l4.kernel.KernelDataPlanes, set when the loop starts
     workers: dict[int, WorkerHandle]
     generation: int
     reloads: int
@@ -161,12 +162,33 @@ class Generations:
             except ProcessLookupError:
                 pass
         self._spawn_task(self._after_retire(old_handles))
+        notes += self._replace_kernel(new)
         self.source = source
         self.reloads += 1
         log.info("reload: generation %d running from %s (%d server(s) kept their health state); "
                  "%d old worker(s) draining (grace %.0fs)", self.generation, source, kept,
                  len(old_handles), new.global_.grace)
         return {"ok": True, "errors": [], "notes": notes, "generation": self.generation, "config": source}
+
+    def _replace_kernel(self, new: Config) -> list[str]:
+        """The kernel data planes follow the new config (nftables tables replaced
+        atomically, pyvs/l4/kernel.py), then get the current health of their servers.
+        A refusal by the kernel is a note: the rest of the reload stands, and the
+        listener it names keeps what it had."""
+        kernel = self.kernel
+        if kernel is None:
+            return []
+        from pyvs.l4.kernel import KernelDataPlaneError
+
+        try:
+            notes: list[str] = kernel.replace(new)
+        except KernelDataPlaneError as exc:
+            log.error("reload: kernel data plane: %s", exc)
+            return [f"kernel data plane not replaced: {exc}"]
+        now = time.monotonic()  # the health manager's clock (slow-start ramps)
+        for entry in self.health.entries.values():
+            kernel.on_server_message(entry.message(now))
+        return notes
 
     async def _release_zones(self, handles: list[WorkerHandle]) -> None:
         """Once every worker of a generation is gone, give back its shared zone (each

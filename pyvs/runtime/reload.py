@@ -5,8 +5,9 @@ config, starts a new generation of workers on the same listening sockets and ret
 the old one. The functions here carry over what did not change:
 
 * :func:`compare` lists what a reload cannot apply (it keeps the running part and
-  says that a restart is needed) -- the admin endpoint, VRRP, kernel data planes,
-  demo servers, ``global.workers``, ``state``.
+  says that a restart is needed) -- the admin endpoint, VRRP, demo servers,
+  ``global.workers``, ``state``. Kernel data planes are replaced by the supervisor once
+  the new workers are ready (:meth:`pyvs.l4.kernel.KernelDataPlanes.replace`).
 * :func:`carry_health` re-targets the running :class:`~pyvs.health.manager.HealthManager`
   at the new config in place: a server with the same backend, name, address and check
   keeps its health state (no DOWN/rise cycle); other servers start afresh. The manager
@@ -43,13 +44,7 @@ def compare(old: Config, new: Config) -> list[str]:
     if old.global_.workers != new.global_.workers:
         notes.append("global.workers changed: not applied, the number of workers stays the same "
                      "(restart pyvs to apply)")
-    if _kernel(old) != _kernel(new):
-        notes.append("kernel data plane listeners changed: not applied (restart pyvs to apply)")
     return notes
-
-
-def _kernel(cfg: Config) -> list[object]:
-    return [lst for lst in cfg.listeners if lst.mode != "http" and lst.dataplane != "userspace"]
 
 
 async def carry_health(hm: HealthManager, cfg: Config) -> int:

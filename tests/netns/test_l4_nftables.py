@@ -173,3 +173,30 @@ def test_a_server_failing_its_health_check_leaves_the_kernel_map(lab: L4Lab, tmp
         if "s2" not in lab.procs:
             lab.start_server("s2")
         assert stop_pyvs(proc) == 0
+
+
+def test_reload_replaces_the_table_atomically(lab: L4Lab, tmp_path: Path) -> None:
+    """SIGHUP with new weights: the table is replaced in one nft transaction. Clients
+    running through the reload never find the VIP unanswered; afterwards the new
+    weights hold."""
+    import threading
+
+    cfg = l4_config(weights=(1, 1))
+    proc = run_pyvs(lab, cfg, tmp_path)
+    try:
+        assert answers(lab.clients(20)) == {"s1": 10, "s2": 10}
+        during: list[tuple[str, str]] = []
+        t = threading.Thread(target=lambda: during.extend(lab.clients(60)))
+        t.start()
+        cfg["backends"][0]["servers"][0]["weight"] = 3
+        (tmp_path / "pyvs-l4-netns.yaml").write_text(json.dumps(cfg))
+        proc.send_signal(signal.SIGHUP)
+        log = tmp_path / "pyvs-l4-netns.log"
+        wait_for(lambda: "table pyvs_web replaced" in log.read_text(), 20, "the table replaced")
+        t.join(60)
+        assert during and all(a in ("s1", "s2") for _, a in during), during
+        assert answers(lab.clients(20)) == {"s1": 15, "s2": 5}
+        assert lab.tables().count("ip pyvs_web") == 1
+    finally:
+        assert stop_pyvs(proc) == 0
+    assert "ip pyvs_web" not in lab.tables()

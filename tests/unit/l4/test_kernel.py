@@ -134,3 +134,30 @@ def test_ipvs_services_destinations_and_health() -> None:
     assert plane.statistics()["servers"][0]["weight"] == 5
     plane.stop()
     assert fake.calls[-1] == ("service", "del", ("10.78.1.1", 80, "wrr")) and fake.closed
+
+
+def test_reload_keeps_unchanged_tables_and_replaces_a_changed_one_in_one_transaction() -> None:
+    r = Recorder()
+    planes = KernelDataPlanes(load_text(CONFIG), nft=r)
+    planes.start()
+    r.batches.clear()
+    changed = CONFIG.replace('weight: 2}', 'weight: 5}').replace(
+        '  - {name: dns, mode: udp, bind: ["10.78.1.1:53"], backend: be, dataplane: nftables,\n'
+        '     kernel: {table: my_dns, masquerade: false}}\n', '')
+    changed = changed.replace("listeners:\n", "listeners:\n"
+                              '  - {name: new, mode: tcp, bind: ["10.78.1.1:81"], backend: be, dataplane: nftables}\n')
+    notes = planes.replace(load_text(changed))
+    assert sorted(notes) == sorted([
+        "listener 'new': kernel data plane added",
+        "listener 'web': nftables table pyvs_web replaced",
+        "listener 'dns': kernel data plane removed",
+    ])
+    web = [b for b in r.batches if any("delete" in c and c["delete"].get("table", {}).get("name") == "pyvs_web"
+                                        for c in b)]
+    assert len(web) == 1  # one transaction: the old table's deletion and the whole new table
+    assert web[0][0] == {"delete": {"table": {"family": "ip", "name": "pyvs_web"}}}
+    assert any("add" in c and "table" in c["add"] for c in web[0][1:])
+    assert sorted(p.listener for p in planes.started) == ["new", "web"]
+    r.batches.clear()
+    assert planes.replace(load_text(changed)) == []  # nothing changed: nothing touched
+    assert r.batches == []
