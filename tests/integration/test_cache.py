@@ -1,0 +1,252 @@
+"""The RAM cache end to end (issue 16): curl and raw clients through one pyvs worker
+(the store is per worker, so one worker makes "the second request hits" exact).
+The backend counts the requests it gets: a hit never reaches it."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import LoopThread, Pyvs, RawBackend, curl, free_port, read_head
+
+
+class Origin:
+    def __init__(self) -> None:
+        self.hits: dict[str, int] = {}
+        self.release = asyncio.Event()
+        self.conditional = 0
+
+    async def __call__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await read_head(r)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            method, path = head.split(b" ", 2)[:2]
+            p = path.decode()
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            if length:
+                await r.readexactly(length)
+            self.hits[p] = self.hits.get(p, 0) + 1
+            n = self.hits[p]
+            cc = b"public, max-age=60"
+            extra = b""
+            if p.startswith("/nostore"):
+                cc = b"no-store"
+            if p.startswith("/private"):
+                cc = b"private, max-age=60"
+            if p.startswith("/vary"):
+                extra = b"Vary: Accept-Language\r\n"
+                lang = [ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"accept-language")]
+                body = b"lang=" + (lang[0].split(b":")[1].strip() if lang else b"-") + b" n=%d" % n
+            else:
+                body = (b"%s n=%d " % (path, n)) * 50
+            if p.startswith("/slow"):
+                await self.release.wait()  # held until every collapsed client has asked
+            if p.startswith("/etag"):
+                extra += b'ETag: "e1"\r\nLast-Modified: Tue, 01 Dec 2026 10:00:00 GMT\r\n'
+            if p.startswith("/reval"):
+                if b'if-none-match: "r1"' in head.lower():
+                    self.conditional += 1
+                    w.write(b'HTTP/1.1 304 Not Modified\r\nCache-Control: max-age=60\r\nETag: "r1"\r\n\r\n')
+                    await w.drain()
+                    continue
+                extra += b'ETag: "r1"\r\nAge: 60\r\n'  # as old as its max-age: stale at once
+            if method == b"POST":
+                cc, body = b"no-store", b"posted"
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: " + cc + b"\r\n" + extra
+                    + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            await w.drain()
+
+
+@pytest.fixture(scope="module")
+def rig(loop_thread: LoopThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Origin, LoopThread]]:
+    origin = Origin()
+    backend = RawBackend(loop_thread, origin)
+    port = free_port()
+    cfg: dict[str, Any] = {
+        "listeners": [{
+            "name": "web", "bind": [f"127.0.0.1:{port}"],
+            "routes": [
+                {"match": {"path_prefix": "/z/"}, "backend": "be",
+                 "compress": {"algorithms": ["gzip"], "types": ["text/plain"], "min_size": 10},
+                 "cache": {"size": "1m", "max_object": "64k"}},
+                {"backend": "be", "cache": {"size": "1m", "max_object": "64k"}},
+            ],
+        }],
+        "backends": [{"name": "be", "servers": [{"name": "s1", "address": backend.address}]}],
+    }
+    p = Pyvs(cfg, tmp_path_factory.mktemp("cache"), workers=1)
+    yield port, origin, loop_thread
+    p.stop()
+    backend.close()
+
+
+def get(port: int, path: str, *headers: str, method: str = "GET") -> tuple[str, bytes]:
+    args = [a for h in headers for a in ("-H", h)]
+    if method != "GET":
+        args += ["-X", method, "--data", "x"]
+    r = curl("-D", "-", "-o", "/dev/stdout", *args, f"http://127.0.0.1:{port}{path}")
+    assert r.returncode == 0, r.stderr
+    head, _, body = r.stdout.partition(b"\r\n\r\n")
+    return head.decode().lower(), body
+
+
+def test_public_object_is_served_from_cache(rig: tuple[int, Origin, LoopThread]) -> None:
+    port, origin, _ = rig
+    h1, b1 = get(port, "/logo.gif")
+    h2, b2 = get(port, "/logo.gif")
+    assert "x-cache: miss" in h1 and "x-cache: hit" in h2
+    assert b1 == b2 and origin.hits["/logo.gif"] == 1
+    assert "age: " in h2 and f"content-length: {len(b1)}" in h2
+
+
+def test_no_store_and_private_reach_the_server(rig: tuple[int, Origin, LoopThread]) -> None:
+    port, origin, _ = rig
+    for path in ("/nostore", "/private"):
+        get(port, path)
+        h, _ = get(port, path)
+        assert "x-cache: miss" in h and origin.hits[path] == 2
+
+
+def test_authorization_is_not_answered_from_a_private_store(rig: tuple[int, Origin, LoopThread]) -> None:
+    port, origin, _ = rig
+    get(port, "/auth", "Authorization: Basic eDp5")  # public, max-age: storable even so (RFC 9111 3.5)
+    h, _ = get(port, "/auth", "Authorization: Basic eDp5")
+    assert "x-cache: hit" in h and origin.hits["/auth"] == 1
+
+
+def test_vary_split(rig: tuple[int, Origin, LoopThread]) -> None:
+    port, origin, _ = rig
+    _, en1 = get(port, "/vary", "Accept-Language: en")
+    _, fr1 = get(port, "/vary", "Accept-Language: fr")
+    _, en2 = get(port, "/vary", "Accept-Language: en")
+    assert en1 == en2 == b"lang=en n=1" and fr1 == b"lang=fr n=2"
+    assert origin.hits["/vary"] == 2
+
+
+def test_post_invalidates(rig: tuple[int, Origin, LoopThread]) -> None:
+    port, origin, _ = rig
+    get(port, "/doc")
+    get(port, "/doc", method="POST")
+    h, body = get(port, "/doc")
+    assert "x-cache: miss" in h and origin.hits["/doc"] == 3 and b"n=3" in body
+
+
+def test_compressed_variant_per_accept_encoding(rig: tuple[int, Origin, LoopThread]) -> None:
+    port, origin, _ = rig
+    h1, gz1 = get(port, "/z/page", "Accept-Encoding: gzip")
+    h2, gz2 = get(port, "/z/page", "Accept-Encoding: gzip")
+    h3, plain = get(port, "/z/page", "Accept-Encoding: identity")
+    assert "content-encoding: gzip" in h1 and "content-encoding: gzip" in h2 and "x-cache: hit" in h2
+    assert gzip.decompress(gz1) == gzip.decompress(gz2) == plain.replace(b"n=2", b"n=1")  # its own fetch
+    assert "content-encoding" not in h3 and "x-cache: miss" in h3
+    assert origin.hits["/z/page"] == 2  # one per Accept-Encoding variant
+
+
+def body_of(response: bytes) -> bytes:
+    """The body of a whole response read until the close, chunked framing removed."""
+    head, _, body = response.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" not in head.lower():
+        return body
+    out = b""
+    while True:
+        size, _, rest = body.partition(b"\r\n")
+        n = int(size, 16)
+        if n == 0:
+            return out
+        out += rest[:n]
+        body = rest[n + 2:]
+
+
+def test_twenty_concurrent_misses_make_one_server_request(rig: tuple[int, Origin, LoopThread]) -> None:
+    port, origin, lt = rig
+
+    async def one() -> bytes:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = await r.read()
+        w.close()
+        return data
+
+    async def burst() -> list[bytes]:
+        tasks = [asyncio.ensure_future(one()) for _ in range(20)]
+        while origin.hits.get("/slow", 0) < 1:  # the first miss reached the server
+            await asyncio.sleep(0.01)
+        # Give the other 19 time to arrive and wait behind it (one server request either
+        # way: a late one finds the response stored).
+        await asyncio.sleep(0.3)
+        origin.release.set()
+        return await asyncio.gather(*tasks)
+
+    answers = lt.run(burst())
+    bodies = {body_of(a) for a in answers}
+    assert all(a.startswith(b"HTTP/1.1 200") for a in answers)
+    assert len(bodies) == 1 and origin.hits["/slow"] == 1
+    assert sum(b"x-cache: hit" in a.lower() for a in answers) == 19
+
+
+def test_conditional_request_answered_304_from_cache(rig: tuple[int, Origin, LoopThread]) -> None:
+    port, origin, _ = rig
+    get(port, "/etag")
+    h, body = get(port, "/etag", 'If-None-Match: "e1"')
+    assert h.startswith("http/1.1 304") and body == b"" and 'etag: "e1"' in h and "x-cache: hit" in h
+    h, _ = get(port, "/etag", 'If-None-Match: "other"')
+    assert h.startswith("http/1.1 200")
+    h, _ = get(port, "/etag", "If-Modified-Since: Wed, 02 Dec 2026 10:00:00 GMT")
+    assert h.startswith("http/1.1 304")
+    assert origin.hits["/etag"] == 1
+
+
+def test_stale_entry_revalidated_with_304(rig: tuple[int, Origin, LoopThread]) -> None:
+    port, origin, _ = rig
+    h1, b1 = get(port, "/reval")
+    h2, b2 = get(port, "/reval")  # stale: pyvs asks If-None-Match, the server says 304
+    h3, b3 = get(port, "/reval")
+    assert "x-cache: miss" in h1 and "x-cache: revalidated" in h2 and "x-cache: hit" in h3
+    assert h2.startswith("http/1.1 200") and b1 == b2 == b3
+    assert origin.hits["/reval"] == 2 and origin.conditional == 1
+    for v in ("1.0", "1.1"):
+        r = curl("--http" + v, "-H", 'If-None-Match: "zz"', "-o", "/dev/null", "-w", "%{http_code}",
+                 f"http://127.0.0.1:{port}/reval")
+        assert r.stdout == b"200"
+
+
+def test_purge_through_the_admin_api_reaches_every_worker(loop_thread: LoopThread, tmp_path: Path) -> None:
+    """POST /cache/purge?url=host/path: every worker drops its copy (2 workers, each
+    with its own store): the next request of the URL is a miss wherever it lands."""
+    from tests.integration.test_admin_api import api
+
+    origin = Origin()
+    backend = RawBackend(loop_thread, origin)
+    port = free_port()
+    cfg: dict[str, Any] = {
+        "listeners": [{"name": "web", "bind": [f"127.0.0.1:{port}"], "backend": "be",
+                       "cache": {"size": "1m", "max_object": "64k"}}],
+        "backends": [{"name": "be", "servers": [{"name": "s1", "address": backend.address}]}],
+    }
+    p = Pyvs(cfg, tmp_path, workers=2)
+    try:
+        for _ in range(20):  # new connections: both workers store it
+            get(port, "/logo.gif")
+        stored = origin.hits["/logo.gif"]
+        assert 1 <= stored <= 2
+        code, body = api(p, "POST", f"/cache/purge?url=127.0.0.1:{port}/logo.gif")
+        assert code == 200 and body["ok"], body
+        h, _ = get(port, "/logo.gif")
+        assert "x-cache: miss" in h
+        for _ in range(20):
+            get(port, "/logo.gif")
+        assert stored + 1 <= origin.hits["/logo.gif"] <= stored + 2
+        assert api(p, "POST", "/cache/purge?url=")[0] == 400
+    finally:
+        p.stop()
+        backend.close()
