@@ -3,13 +3,13 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_TEST := curl keepalived iproute2 redis-server nftables bind9-dnsutils nsd chromium snmpd snmp
-APT_BENCH := wrk haproxy nginx-light libnginx-mod-stream curl nftables nsd dnsperf openssl
+APT_TEST := curl keepalived iproute2 redis-server nftables bind9-dnsutils nsd chromium snmpd snmp nghttp2-client
+APT_BENCH := wrk haproxy nginx-light libnginx-mod-stream curl nftables nsd dnsperf openssl nghttp2-client
 
 .PHONY: run test deps venv lint bench bench-dns soak clean
 
 # setup.py builds the optional C head scanner (pyvs/http/_scan.c) in place.
-$(STAMP): pyproject.toml setup.py pyvs/http/_scan.c pyvs/shared/_zone.c
+$(STAMP): pyproject.toml setup.py pyvs/http/_scan.c pyvs/shared/_zone.c pyvs/runtime/_traffic.c
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

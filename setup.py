@@ -12,4 +12,6 @@ setup(ext_modules=[
     # Atomic words and locked tables in shared memory (pyvs/shared); pure-Python twin
     # in pyvs/shared/pyzone.py.
     Extension("pyvs.shared._zone", ["pyvs/shared/_zone.c"], optional=True),
+    # The end-of-request traffic update (pyvs/runtime/stats.py observe_py is its twin).
+    Extension("pyvs.runtime._traffic", ["pyvs/runtime/_traffic.c"], optional=True),
 ])

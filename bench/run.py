@@ -989,6 +989,16 @@ def _add_tls_scenarios() -> None:
 _add_tls_scenarios()
 
 
+def _add_h2_scenarios() -> None:
+    """h2-small (h2load, 100 streams per connection) lives in bench/h2_scenarios.py."""
+    import h2_scenarios
+
+    SCENARIOS.update(h2_scenarios.scenarios(sys.modules[__name__]))
+
+
+_add_h2_scenarios()
+
+
 def _add_shared_scenarios() -> None:
     """http-shared (2 workers, leastconn + stick on src) lives in bench/shared_scenarios.py."""
     import shared_scenarios
@@ -997,6 +1007,16 @@ def _add_shared_scenarios() -> None:
 
 
 _add_shared_scenarios()
+
+
+def _add_accel_scenarios() -> None:
+    """http-gzip (response compression vs nginx gzip and HAProxy compression) lives in bench/accel_scenarios.py."""
+    import accel_scenarios
+
+    SCENARIOS.update(accel_scenarios.scenarios(sys.modules[__name__]))
+
+
+_add_accel_scenarios()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -177,6 +177,24 @@ class RuntimeActions:
         self.sup.broadcast({"type": "stick_clear", "backend": backend})
         return {"ok": True, "backend": backend, "cleared": dropped}
 
+    def cache_purge(self, url: str) -> dict[str, Any]:
+        """``POST /cache/purge?url=U``: tell every worker to drop ``U`` from its caches
+        (``U*``: every URL that starts with ``U``). U is ``http://host/path?query`` or
+        ``host/path``. Each worker has its own stores (pyvs/accel/cache.py); the count
+        dropped is not reported back. (The API route and the worker's handling of the
+        ``cache_purge`` message are wired by pyvs/admin/api.py and pyvs/runtime/worker.py.)"""
+        from pyvs.accel import parse_purge_url
+
+        if not any(lc.cache is not None or any(r.cache is not None for r in lc.routes)
+                   or any(r.cache is not None for v in lc.vhosts for r in v.routes) for lc in self.sup.cfg.listeners):
+            raise ActionError(409, "no cache configured: no listener or route has a cache section")
+        try:
+            host, target, prefix = parse_purge_url(url)
+        except ValueError as exc:
+            raise ActionError(400, str(exc)) from None
+        self.sup.broadcast({"type": "cache_purge", "host": host, "target": target, "prefix": prefix})
+        return {"ok": True, "url": url, "prefix": prefix}
+
     # ---------------------------------------------------------------- helpers
     def _entry_backend(self, backend: str) -> None:
         if not any(b.name == backend for b in self.sup.cfg.backends):

@@ -25,9 +25,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from pyvs.config.accel_schema import Cache, Compress
 from pyvs.config.limits_schema import RateLimit
 from pyvs.config.schema_base import Model
-from pyvs.config.units import Duration
+from pyvs.config.units import Duration, Size
 
 Browser = Literal["mobile", "tablet", "desktop", "bot"]
 CheckValue = str | bool
@@ -456,6 +457,16 @@ class Route(Model):
         None, description="Requests per key on this route, every worker together (docs/limits.md)."
     )
     allow: list[str] = Field(default_factory=list, description="Only clients in these CIDRs (others get 403).")
+    compress: Compress | None = Field(
+        None, description="Compress responses (docs/acceleration.md); replaces the listener's."
+    )
+    cache: Cache | None = Field(None, description="Cache responses in memory (docs/acceleration.md#cache).")
+    buffer_response: Size | None = Field(
+        None, gt=0, description="Read a response up to this size at once: its server is free while the client drains."
+    )
+    buffer_request: Size | None = Field(
+        None, gt=0, description="Collect a request body up to this size before a server is asked."
+    )
 
     _allow = field_validator("allow")(lambda cls, v: _cidrs(v))
 
@@ -494,7 +505,8 @@ class Route(Model):
                 hint = "; a deny with source (or a CIDR list) is an access rule, not an action"
             raise ValueError(f"give exactly one of backend, redirect, respond, deny (got {got}{hint})")
         if self.backend is None:
-            for key in ("request_headers", "response_headers", "rewrite", "timeouts", "retries"):
+            for key in ("request_headers", "response_headers", "rewrite", "timeouts", "retries", "compress", "cache",
+                        "buffer_response", "buffer_request"):
                 if getattr(self, key) is not None:
                     raise ValueError(f"{key}: only for a route with a backend (this one has {given[0]})")
         return self

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from pyvs.config.accel_schema import Cache, Compress
 from pyvs.config.dns_schema import DnsOptions, DnsZone, check_dns
 from pyvs.config.health_schema import HealthCheck, PassiveHealth, SorryConfig, merge_server_health
 from pyvs.config.l4_schema import DataPlane, KernelConfig, ProxyVersion, QueueConfig, TcpConfig, UdpConfig, check_l4
@@ -25,6 +26,7 @@ from pyvs.config.schema_base import Model, _address, parse_address
 from pyvs.config.tls_schema import ServerTls, TlsListener
 from pyvs.config.units import Duration, Size
 from pyvs.config.vrrp_schema import VrrpInstances
+from pyvs.h2.settings import Http2Limits
 
 __all__ = ["Model", "Route", "RouteMatch", "VHost", "parse_address"]
 
@@ -203,6 +205,15 @@ class Listener(Model):
     rate_limit: RateLimit | None = Field(
         None, description="http: requests per key, every worker together, before routing (docs/limits.md)."
     )
+    # HTTP acceleration (docs/acceleration.md); the models live in pyvs/config/accel_schema.py.
+    compress: Compress | None = Field(None, description="http: compress responses of every route without its own.")
+    cache: Cache | None = Field(None, description="http: one response cache for every route without its own.")
+    buffer_response: Size | None = Field(
+        None, gt=0, description="http: read a response up to this size at once (routes may override)."
+    )
+    buffer_request: Size | None = Field(
+        None, gt=0, description="http: collect a request body up to this size before a server is asked."
+    )
     no_vhost_status: Literal[421, 404] = Field(
         421, description="Status when no vhost takes the request and there is no fallback route or backend."
     )
@@ -245,6 +256,13 @@ class Listener(Model):
     redirect_https: bool | int = Field(
         False, description="http, plain: answer every request 308 to https (true: port 443, or this port)."
     )
+    # HTTP/2 (docs/http2.md); the limits model lives in pyvs/h2/settings.py.
+    http2: bool = Field(
+        False, description="http, plain: also serve HTTP/2 with prior knowledge (h2c); on tls: offer h2 in tls.alpn."
+    )
+    http2_limits: Http2Limits = Field(
+        default_factory=Http2Limits, description="http: limits of HTTP/2 client connections (streams, floods)."
+    )
 
     @field_validator("bind")
     @classmethod
@@ -263,6 +281,15 @@ class Listener(Model):
             raise ValueError("tls and redirect_https are for http listeners")
         if self.tls is not None and self.redirect_https is not False:
             raise ValueError("redirect_https is for a plain listener; this one has tls")
+        if self.http2 and self.mode != "http":
+            raise ValueError("http2 is for http listeners")
+        accel = [k for k in ("compress", "cache", "buffer_response", "buffer_request") if getattr(self, k) is not None]
+        if accel and self.mode != "http":  # docs/acceleration.md
+            raise ValueError(f"{', '.join(accel)}: for http listeners")
+        if self.http2 and self.accept_proxy:
+            raise ValueError("http2: h2c is not detected behind a PROXY header (accept_proxy) yet")
+        if self.http2 and self.tls is not None and "h2" not in self.tls.alpn:
+            raise ValueError("http2: on a tls listener HTTP/2 is chosen by ALPN: add h2 to tls.alpn")
         if self.tls is not None and self.accept_proxy:  # the PROXY header would come before the handshake
             raise ValueError("accept_proxy is not available on tls listeners yet")
         if type(self.redirect_https) is int and not 1 <= self.redirect_https <= 65535:
@@ -336,8 +363,18 @@ class Server(Model):
         None, description="Per-server changes to the backend's health check (merged over it), e.g. {port: 8081}."
     )
     tls: ServerTls | None = Field(None, description="Speak TLS to this server (and its http checks); docs/tls.md.")
+    proto: Literal["http1", "h2", "h2c"] = Field(
+        "http1", description="Protocol of requests to this server: HTTP/1.1, or HTTP/2 (h2: over TLS by ALPN "
+        "with tls, else clear text; h2c: clear text); docs/http2.md.",
+    )
 
     _v = field_validator("address")(lambda cls, v: _address(v))
+
+    @model_validator(mode="after")
+    def _proto(self) -> Server:
+        if self.proto == "h2c" and self.tls is not None:
+            raise ValueError("proto: h2c is HTTP/2 in clear text; with tls, write proto: h2")
+        return self
 
 
 class BackendTimeouts(Model):

@@ -70,7 +70,7 @@ class TlsListener(Model):
     )
     alpn: list[str] = Field(
         default_factory=lambda: ["http/1.1"],
-        description="Protocols offered by ALPN, in order. Only http/1.1 is served for now (h2 is not yet).",
+        description="Protocols offered by ALPN, in order: h2 and/or http/1.1 (h2: HTTP/2, docs/http2.md).",
     )
     session_tickets: bool = Field(
         True, description="Resumption by session tickets; the keys are shared by all workers, new at each reload."
@@ -100,8 +100,6 @@ class TlsListener(Model):
         for p in v:
             if p not in _ALPN:
                 raise ValueError(f"unknown protocol {p!r}; known: {', '.join(_ALPN)}")
-        if "h2" in v:
-            raise ValueError("h2 is not served yet (HTTP/2 comes later): offer http/1.1 only")
         if len(set(v)) != len(v):
             raise ValueError("a protocol is named twice")
         return v

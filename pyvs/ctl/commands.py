@@ -223,7 +223,7 @@ def reload(ctx: Ctx) -> None:
 @_json_option
 @_run
 def purge(ctx: Ctx, url: str) -> None:
-    """Purge URL from the HTTP cache (pyvs answers "no cache configured" until it has one)."""
+    """Purge URL (host/path, or a prefix ending in *) from every worker's HTTP cache."""
     doc = ctx.client.call("POST", f"/cache/purge?url={quote(url, safe='')}")
     _print(ctx, doc, lambda: f"purged {url}")
 

@@ -3,9 +3,9 @@
 Theory of operation
 -------------------
 Where it runs: in the workers, like the UDP proxy (:mod:`pyvs.l4.udp`). Each worker
-binds every dns address for UDP with SO_REUSEPORT (the kernel spreads resolvers
-over the workers) and accepts DNS over TCP on the listening sockets it inherits
-from the supervisor (:mod:`pyvs.runtime.sockets`), so DNS scales with the workers,
+reads its slot's SO_REUSEPORT UDP socket of every dns address (the kernel spreads
+resolvers over the workers) and accepts DNS over TCP on its slot's listening socket,
+both inherited from the supervisor (:mod:`pyvs.runtime.sockets`), so DNS scales with the workers,
 survives a worker restart, and a reload swaps zones with the worker generation
 without a second code path. The health picture is the one the workers already keep
 (the supervisor's ``server`` messages applied to each :class:`BackendRuntime`): the
@@ -50,7 +50,6 @@ from pyvs.dns.policy import HealthView, ServerView, server_view, site_is_up
 from pyvs.dns.regions import RegionMap
 from pyvs.dns.wire import finish, scan
 from pyvs.dns.zone import Zones
-from pyvs.runtime.sockets import bind_socket
 
 if TYPE_CHECKING:
     from pyvs.runtime.worker import WorkerRuntime
@@ -325,7 +324,7 @@ class DnsRuntime:
             idle = svc.options.tcp_idle
             for addr in lc.bind:
                 try:
-                    rt.udp.append(UdpEndpoint(svc, bind_socket(addr, kind=socket.SOCK_DGRAM), rt.loop))
+                    rt.udp.append(UdpEndpoint(svc, worker.udp_socket(addr), rt.loop))
                     sock = worker.listen_socket(addr)
                     rt.tcp.append(await rt.loop.create_server(
                         lambda svc=svc, idle=idle: TcpConnection(svc, idle, rt.conns),  # type: ignore[misc]

@@ -67,7 +67,7 @@ class L4Runtime:
                     tl.start()
                     rt.tcp.append(tl)
                 else:
-                    ul = UdpListener(rt, lc, backend, bind_udp(addr))
+                    ul = UdpListener(rt, lc, backend, worker.udp_socket(addr))
                     ul.start()
                     rt.udp.append(ul)
         if rt.udp:

@@ -43,12 +43,12 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from pyvs.http.h1 import RequestHead, ResponseHead
+from pyvs.http.h1 import CHUNKED, RequestHead, ResponseHead, strip_hop_fields
 from pyvs.l7.context import VARIABLES, real_client
-from pyvs.l7.filters.base import Reply, Verdict
+from pyvs.l7.filters.base import BodyStage, Reply, Verdict, drop_length
 from pyvs.l7.request import RequestView
 from pyvs.l7.upstream_leg import UpstreamLeg
-from pyvs.upstream.connection import UpstreamConn
+from pyvs.upstream.connection import DECODE, STAGED_CHUNKED, STAGED_CLOSE, UpstreamConn
 
 if TYPE_CHECKING:
     from pyvs.l7.downstream import Downstream
@@ -72,6 +72,8 @@ class Exchange(UpstreamLeg):
     __slots__ = (
         "fast_path",
         "flush_client",
+        "held",
+        "held_buf",
         "on_interim",
         "on_tunnel_data",
         "reply",
@@ -79,6 +81,7 @@ class Exchange(UpstreamLeg):
         "resp_head",
         "resp_status",
         "rid",
+        "stages",
         "stick",
         "upstream_eof",
         "view",
@@ -129,6 +132,11 @@ class Exchange(UpstreamLeg):
         self.resp_bytes = 0
         # Persistence state of the current exchange (pyvs/persist), for backends that have it.
         self.stick: Sticky | None = None
+        # Body stages a response filter attached to the response under way (compression).
+        self.stages: list[BodyStage] | None = None
+        # buffer_request: the body is collected (up to ``held`` bytes) before a server is asked.
+        self.held = 0
+        self.held_buf: list[bytes] = []
         # The exchange under way may end in on_whole_response (see there).
         self.fast_path = False
 
@@ -195,12 +203,74 @@ class Exchange(UpstreamLeg):
         if not chain.empty:
             self.reply = None
             for f in chain.request:
-                if f.on_request(self) == Verdict.RESPOND:
-                    self._reply()
-                    return
+                verdict = f.on_request(self)
+                if verdict:
+                    if verdict == Verdict.RESPOND:
+                        self._reply()
+                    return  # WAIT: the filter calls resume_request or reply_now later
+            if rt.buffer_request and not down.req_ended and backend is not None:
+                self.held = rt.buffer_request  # request_body collects; _release goes on
+                self.held_buf = []
+                return
         if backend is None:
             down.send_error(503, close=not down.req_ended)
             return
+        self.fast_path = rt.fast_response and backend.persist is None and head.keep_alive \
+            and head.version == b"1.1" and not head.upgrade
+        self.tried = _NONE_TRIED
+        self.attempts = 0
+        self._attempt(backend, head)
+
+    def resume_request(self) -> None:
+        """Go on with a request its last request filter answered WAIT for: what
+        ``start`` does after the filters."""
+        rt, backend, head, down = self.route, self.backend, self.head, self.down
+        assert rt is not None and head is not None
+        if backend is None:
+            down.send_error(503, close=not down.req_ended)
+            return
+        if rt.buffer_request and not down.req_ended:
+            self.held = rt.buffer_request
+            self.held_buf = []
+            return
+        self.fast_path = rt.fast_response and backend.persist is None and head.keep_alive \
+            and head.version == b"1.1" and not head.upgrade
+        self.tried = _NONE_TRIED
+        self.attempts = 0
+        self._attempt(backend, head)
+
+    def reply_now(self) -> None:
+        """Answer a request its last request filter answered WAIT for with ``reply``."""
+        self._reply()
+
+    # ------------------------------------------------- buffer_request
+    def request_body(self, chunk: bytes) -> None:
+        if self.held:
+            buf = self.held_buf
+            buf.append(chunk)
+            self.held -= len(chunk)
+            if self.held <= 0:  # larger than the bound: the server gets it as it comes
+                self._release()
+            return
+        UpstreamLeg.request_body(self, chunk)
+
+    def request_ended(self) -> None:
+        if self.held:
+            self._release()
+            return
+        UpstreamLeg.request_ended(self)
+
+    def _release(self) -> None:
+        """Stop collecting: ask a server, which gets the collected body first."""
+        self.held = 0
+        buf = self.held_buf
+        self.held_buf = []
+        if buf:
+            self.req_buf = buf
+        if not self.down.req_ended:
+            self.down.pause_reading()  # as for any body read before a server is ready
+        backend, head, rt = self.backend, self.head, self.route
+        assert backend is not None and head is not None and rt is not None
         self.fast_path = rt.fast_response and backend.persist is None and head.keep_alive \
             and head.version == b"1.1" and not head.upgrade
         self.tried = _NONE_TRIED
@@ -299,9 +369,45 @@ class Exchange(UpstreamLeg):
                     server.passive_ok()
         rt = self.route
         if rt is not None and rt.chain.response:
+            self.stages = None
             for f in rt.chain.response:
                 f.on_response(self, rh)
+            if self.stages is not None:
+                return self._present_staged(rh)
         return self.down.present(self, rh)
+
+    # ------------------------------------------------------- body stages
+    def stage_body(self, stage: BodyStage) -> None:
+        """A response filter transforms this response's body (filters/base.py)."""
+        if self.stages is None:
+            self.stages = [stage]
+        else:
+            self.stages.append(stage)
+
+    def _present_staged(self, rh: ResponseHead) -> int:
+        """Frame a head whose body a stage rewrites: its length is unknown, so the
+        head goes out without Content-Length, presented as a chunked body (chunked
+        for HTTP/1.1, by the close for HTTP/1.0); the server's own framing still
+        delimits what the upstream connection reads."""
+        if rh.raw_ok:
+            rh.block = strip_hop_fields(rh.block)
+            rh.raw_ok = False
+        rh.block = drop_length(rh.block)
+        framing = rh.framing
+        rh.framing = CHUNKED
+        try:
+            mode = self.down.present(self, rh)
+        finally:
+            rh.framing = framing
+        return STAGED_CLOSE if mode == DECODE else STAGED_CHUNKED
+
+    def on_body(self, data: bytes, end: bool) -> bytes:
+        """A piece of a staged response's body through the stages, in order."""
+        stages = self.stages
+        assert stages is not None
+        for stage in stages:
+            data = stage.feed(data, end)
+        return data
 
     def on_response_end(self, conn: UpstreamConn) -> None:
         if self.up is conn:
@@ -343,6 +449,8 @@ class Exchange(UpstreamLeg):
                 server.active -= 1
             else:
                 server.give()
+                if backend.queue is not None:
+                    backend.queue.kick()  # a slot is free: someone may be waiting for it
             if server.index >= 0:
                 backend.scheduler.released(server.target)
                 if backend.observes:
@@ -378,6 +486,9 @@ class Exchange(UpstreamLeg):
             self.queued = None
         self.head = None
         self.resp_started = False
+        if self.held:  # answered (or the client left) while the body was being collected
+            self.held = 0
+            self.held_buf = []
         # Body bytes kept for a server that never came (an error answered instead):
         # left here, they would keep the client's reading paused for good.
         self.req_buf = None

@@ -28,7 +28,7 @@ the wire).
 
 Limits (docs/security.md): ``max_header_size`` and ``max_headers`` (431), ``max_body``
 (413, from Content-Length before anything is sent; a chunked body is counted by its
-framer), ``max_client_connections`` (per worker, counted at accept). A head that can
+framer), ``max_client_connections`` (counted at accept, for the instance: clientcap.py). A head that can
 never complete -- bare LF line ends, an HTTP/0.9 request line -- is answered 400 at
 once instead of waiting for the request timeout.
 """
@@ -39,7 +39,6 @@ import asyncio
 import re
 import socket
 import struct
-from bisect import bisect_left
 from typing import TYPE_CHECKING
 
 from pyvs.http.errors import ProtocolError
@@ -57,7 +56,7 @@ from pyvs.http.h1 import (
 )
 from pyvs.http.responses import error_response
 from pyvs.l7.exchange import Exchange
-from pyvs.runtime.stats import LATENCY_BOUNDS, NBUCKETS, PAIR_BYTES, PAIR_LEN, PAIR_RETRIES, PAIR_SUM
+from pyvs.runtime.stats import PAIR_LEN, PAIR_RETRIES, observe
 from pyvs.upstream.connection import DECODE, ENCODE, RAW, REBUILT, UpstreamConn
 
 if TYPE_CHECKING:
@@ -70,6 +69,8 @@ BODY = 1  # reading a request body
 WAIT = 2  # request complete, response under way
 TUNNEL = 3  # after 101: raw bytes both ways
 PROXY = 4  # accept_proxy: waiting for the PROXY protocol header
+LINGER = 5  # answered with an error while the client still sends: read and discard, then close
+LINGER_TIME = 2.0  # seconds of lingering close at most (nginx lingering_timeout is 5 s, _time 30 s)
 
 # SO_LINGER {on, 0 s}: close() resets the connection (RST) instead of ending it (FIN).
 _LINGER_RESET = struct.pack("ii", 1, 0)
@@ -165,11 +166,15 @@ class H1Connection(asyncio.Protocol):
                 up.transport.write(data)
         elif phase == PROXY:
             self._proxy_header(data)
+        elif phase == LINGER:
+            pass  # the rest of a request already answered (413...): read only to be discarded
         else:  # WAIT: a pipelined request (or tunnel bytes before the 101)
             self.inbuf += data
             self.pause_reading()
 
     def eof_received(self) -> bool | None:
+        if self.phase == LINGER:
+            return None  # the client has sent everything: close now
         self.batch.flush()  # a response still in the batch must leave before a close
         up = self.ex.up
         if self.phase == TUNNEL and up is not None and up.transport is not None:
@@ -249,6 +254,10 @@ class H1Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------ timeouts
     def on_deadline(self, now: float) -> None:
+        if self.phase == LINGER:
+            self.phase = HEAD
+            self._close()
+            return
         if self.ex.head is None:
             if self.idle_wait:
                 self._close()  # keep-alive idle time is over: nothing to say
@@ -484,7 +493,7 @@ class H1Connection(asyncio.Protocol):
             return
         if self.phase == BODY:
             # Answered before the whole body arrived (an error): the rest cannot be read safely.
-            self._close()
+            self._close_lingering()
             return
         self.phase = HEAD
         if self.inbuf:
@@ -555,6 +564,8 @@ class H1Connection(asyncio.Protocol):
         ex.resp_status, ex.resp_head, ex.resp_bytes = exc.status, None, len(data)
         if head is not None:  # refused before the exchange started (413, 421): logged with its request line
             ex.head, ex.route, ex.backend, ex.last_server, ex.attempts = head, None, None, None, 0
+            ex.rid = b""
+            ex.view.client_ip = ex.client_ip  # not a trusted proxy's client of an earlier request
             ex.started = self.loop.time()
         self._ended(exc.status, self.loop.time(), "bad_request")
         ex.finished()
@@ -563,7 +574,7 @@ class H1Connection(asyncio.Protocol):
             self.batch.flush()
             t.write(data)
         self.worker.stats.count_status(exc.status)
-        self._close()
+        self._close_lingering()
 
     def pause_reading(self) -> None:
         if not self.reading_paused and self.transport is not None and not self.closed:
@@ -594,6 +605,30 @@ class H1Connection(asyncio.Protocol):
             self.closed = True
             self.transport.close()
 
+    def _close_lingering(self) -> None:
+        """Close after an error answer while the client may still be sending (a 413 to
+        a large upload, a 400 in the middle of a body): send the answer and a FIN, then
+        read and discard what still comes for up to ``LINGER_TIME``. Closing at once
+        with unread data would make the kernel reset the connection, and a client still
+        writing would never read the answer (nginx's lingering close). Over TLS, which
+        has no half-close, it closes at once."""
+        self.batch.flush()
+        self.flush_client()
+        t = self.transport
+        if self.closed or t is None:
+            return
+        can_write_eof = getattr(t, "can_write_eof", None)  # not every transport has one (fakes)
+        if can_write_eof is None or not can_write_eof():
+            self._close()
+            return
+        t.write_eof()
+        self.phase = LINGER
+        self.close_after = True
+        self.deadline = self.loop.time() + LINGER_TIME
+        if self.reading_paused:
+            self.reading_paused = False
+            t.resume_reading()
+
     def abort(self) -> None:
         """Close at once: whatever the client got is visibly incomplete. When the
         client's response ends with the close (it would take a FIN for the end of the
@@ -620,6 +655,12 @@ class H1Connection(asyncio.Protocol):
         """The one place a request ends (pyvs.logs.access): counters by listener and
         server, then the access-log line and the page view when configured."""
         ex = self.ex
+        if ex.head is None:
+            # A head that could not be parsed (400, 431) or never came (408): nothing the
+            # exchange holds from an earlier request on this connection is this one's.
+            ex.last_server = None
+            ex.rid = b""
+            ex.view.client_ip = ex.client_ip
         t = self.traffic.get(ex.last_server)  # WorkerStats.observe, inline: latency by class, bytes
         if t is None:
             t = self.traffic[ex.last_server] = [0.0] * PAIR_LEN
@@ -627,11 +668,9 @@ class H1Connection(asyncio.Protocol):
             dur = now - ex.started
             if ex.attempts > 1:
                 t[PAIR_RETRIES] += ex.attempts - 1
-        else:  # a head that could not be parsed: nothing of the exchange is this request's
+        else:
             dur = 0.0
-        t[status // 100 * NBUCKETS + bisect_left(LATENCY_BOUNDS, dur)] += 1
-        t[PAIR_SUM] += dur
-        t[PAIR_BYTES] += ex.resp_bytes
+        observe(t, status, dur, ex.resp_bytes)  # latency bucket of its class, sum, bytes (one C call)
         obs = self.obs
         if obs is not None:
             obs.ended(ex, status, now, dur, term)
@@ -643,6 +682,7 @@ class H1Connection(asyncio.Protocol):
         cap = self.lst.client_cap
         if cap is not None:  # counted for the instance (pyvs/l7/clientcap.py)
             if not cap.admit(ip):
+                self.worker.stats.client_cap_refused += 1
                 self.closed = True
                 assert self.transport is not None
                 self.transport.close()
@@ -652,6 +692,7 @@ class H1Connection(asyncio.Protocol):
         table = self.lst.clients
         n = table.get(ip, 0)
         if n >= self.conn_cap:
+            self.worker.stats.client_cap_refused += 1
             self.closed = True
             assert self.transport is not None
             self.transport.close()

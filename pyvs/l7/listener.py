@@ -46,6 +46,8 @@ class RouteRuntime:
     short: bool = False
     # No response filter: a whole response may go out byte for byte.
     fast_response: bool = True
+    # buffer_request (pyvs/accel/buffer.py): bytes of body collected before a server is asked.
+    buffer_request: int = 0
 
 
 def build_chain(route: Any, vhost: Any, persist: SessionPicker | None = None) -> Chain:
@@ -167,6 +169,13 @@ class ListenerRuntime:
         vhost = vhosts.get(spec.vhost) if spec.vhost is not None else None
         backend = backends[spec.backend] if spec.backend else None
         chain = build_chain(route, vhost, backend.persist if backend is not None else None)
+        if backend is not None and self.cfg.mode == "http":  # compress, buffer_* (pyvs/accel): route, else listener
+            from pyvs.accel import accel_filters
+
+            accel = accel_filters(route, self.cfg)
+            if accel:
+                chain = Chain(chain.filters + accel)
+            buffer_request = max((getattr(f, "request_limit", 0) for f in accel), default=0)
         if self.tls_filters:
             chain = Chain(self.tls_filters + chain.filters)
         state = self.shared_state
@@ -191,6 +200,8 @@ class ListenerRuntime:
             retries=retries if retries is not None else (backend.retries if backend else 0),
         )
         rt.short = chain.empty and backend is not None and backend.simple
+        if backend is not None and self.cfg.mode == "http":
+            rt.buffer_request = buffer_request
         rt.fast_response = not chain.response
         return rt
 

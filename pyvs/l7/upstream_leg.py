@@ -221,12 +221,14 @@ class UpstreamLeg:
                 conn.owner = self.owner()
                 self._bound(conn, head)
                 return
-        conn = UpstreamConn(server, self.owner(), self.worker.sweeper)
+        h2 = self.worker.h2_pools.get(server) if self.worker.h2_pools else None  # proto h2 (pyvs/h2/pool.py)
+        conn = UpstreamConn(server, self.owner(), self.worker.sweeper) if h2 is None else h2.stream(self.owner())
         rt = self.route
         conn.deadline = self.loop.time() + (rt.connect_timeout if rt is not None else backend.connect_timeout)
         self.worker.sweeper.add(conn)
         self.connecting = conn
-        task = self.loop.create_task(connect(self.loop, lambda: conn, server))  # TCP, or TLS (pyvs/tls)
+        task = self.loop.create_task(connect(self.loop, lambda: conn, server) if h2 is None  # TCP, or TLS (pyvs/tls)
+                                     else h2.attach(conn))  # a stream of the server's HTTP/2 connection
         self.connect_task = task
         task.add_done_callback(partial(self._connect_done, conn))
 

@@ -19,7 +19,7 @@ import signal
 import time
 from typing import TYPE_CHECKING, Any
 
-from pyvs.runtime.sockets import SlotSockets, tcp_listen_addresses
+from pyvs.runtime.sockets import SlotSockets, slot_addresses
 from pyvs.shared.state import SharedState
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ class Generations:
             await all_exited(handles, 5)
         if self.retiring:
             return  # another reload's old workers may still use them: the last one closes
-        wanted = set(tcp_listen_addresses(self.cfg))
+        wanted = set(slot_addresses(self.cfg))
         for addr in list(self.slots.by_addr):
             if addr not in wanted:
                 self.slots.remove(addr)

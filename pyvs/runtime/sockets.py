@@ -1,5 +1,5 @@
-"""Listening sockets: the supervisor creates the TCP ones, one SO_REUSEPORT socket per
-worker slot (see :class:`SlotSockets`); UDP sockets are bound by each worker."""
+"""Listening sockets: the supervisor creates them, TCP and UDP, one SO_REUSEPORT socket
+per address and worker slot (see :class:`SlotSockets`)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,30 @@ def tcp_listen_addresses(cfg: Config) -> list[str]:
     return out
 
 
+UDP = "udp:"  # SlotSockets key prefix of a UDP address ("udp:0.0.0.0:53")
+
+
+def udp_key(address: str) -> str:
+    return UDP + address
+
+
+def udp_listen_addresses(cfg: Config) -> list[str]:
+    """The UDP addresses the workers read (user-space udp listeners, DNS over UDP) as
+    :class:`SlotSockets` keys, in config order, without duplicates."""
+    out: list[str] = []
+    for lst in cfg.listeners:
+        if lst.mode == "dns" or (lst.mode == "udp" and lst.dataplane == "userspace"):
+            for addr in lst.bind:
+                if udp_key(addr) not in out:
+                    out.append(udp_key(addr))
+    return out
+
+
+def slot_addresses(cfg: Config) -> list[str]:
+    """Every :class:`SlotSockets` key a worker of ``cfg`` inherits."""
+    return tcp_listen_addresses(cfg) + udp_listen_addresses(cfg)
+
+
 class SlotSockets:
     """The listening TCP sockets of one instance, created by the supervisor: one
     SO_REUSEPORT socket per (address, worker slot). Worker ``i`` of every generation
@@ -56,7 +80,13 @@ class SlotSockets:
     A socket is created bound but not listening; the worker calls ``listen()`` on its
     inherited copy when it opens its listeners (connections are taken only once what
     they route to is up). Closing a worker's copy never closes the socket: the
-    supervisor keeps its own descriptor until the address leaves the config."""
+    supervisor keeps its own descriptor until the address leaves the config.
+
+    UDP addresses (keys ``udp:ADDRESS``) get the same treatment: the reuseport group's
+    members are the slots' sockets, each read by its slot's worker, so a reload hands
+    the very socket (and the datagrams queued on it) to the new worker of the slot, and
+    while a crashed worker restarts its share waits in the socket instead of being
+    dropped."""
 
     def __init__(self, nslots: int) -> None:
         self.nslots = nslots
@@ -69,7 +99,10 @@ class SlotSockets:
         made: list[socket.socket] = []
         try:
             for _ in range(self.nslots):
-                made.append(bind_socket(address))
+                if address.startswith(UDP):
+                    made.append(bind_socket(address[len(UDP):], kind=socket.SOCK_DGRAM))
+                else:
+                    made.append(bind_socket(address))
         except OSError:
             for s in made:
                 s.close()

@@ -9,6 +9,7 @@ supervisor sums the snapshots of all workers. Counter names are declared once he
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable
 from typing import Any
 
 COUNTERS = (
@@ -33,6 +34,7 @@ COUNTERS = (
     "queue_full",
     "queue_timeouts",
     "rate_limited",
+    "client_cap_refused",  # connections closed at accept by max_client_connections
     # layer 4, user space (pyvs/l4): tcp connections and bytes, queue, PROXY headers, udp flows
     "l4_connections",
     "l4_bytes_in",
@@ -90,6 +92,23 @@ PAIR_RETRIES = PAIR_BYTES + 1
 PAIR_LEN = PAIR_RETRIES + 1
 
 
+def observe_py(t: list[float], status: int, dur: float, nbytes: int) -> None:
+    """One finished request into a traffic list (the C helper's twin, same result)."""
+    t[status // 100 * NBUCKETS + bisect_left(LATENCY_BOUNDS, dur)] += 1
+    t[PAIR_SUM] += dur
+    t[PAIR_BYTES] += nbytes
+
+
+observe: Callable[[list[float], int, float, int], None] = observe_py
+try:  # one C call per request (pyvs/runtime/_traffic.c): ~3,000 instructions less
+    from pyvs.runtime import _traffic
+
+    _traffic.bind(LATENCY_BOUNDS, PAIR_SUM, PAIR_BYTES)
+    observe = _traffic.observe
+except ImportError:  # built without a C compiler: same behaviour, slower
+    pass
+
+
 def reported(pair: list[float]) -> list[float]:
     """A pair list in the reported layout."""
     out = [0.0] * TRAFFIC_LEN
@@ -128,6 +147,7 @@ class WorkerStats:
     queue_full: int
     queue_timeouts: int
     rate_limited: int
+    client_cap_refused: int
     l4_connections: int
     l4_bytes_in: int
     l4_bytes_out: int

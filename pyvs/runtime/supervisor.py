@@ -58,7 +58,7 @@ from pyvs.logs.access import forward_reopen
 from pyvs.logs.pageviews import merge_report
 from pyvs.logs.pageviews import status as pageviews_status
 from pyvs.runtime.generations import READY_TIMEOUT, Generations, all_exited, why
-from pyvs.runtime.sockets import SlotSockets, bind_socket, refuse_if_listening, tcp_listen_addresses
+from pyvs.runtime.sockets import SlotSockets, bind_socket, refuse_if_listening, slot_addresses, udp_key
 from pyvs.runtime.stats import aggregate
 from pyvs.runtime.worker import die_with_parent, reset_signals, run_worker
 
@@ -159,20 +159,16 @@ class Supervisor(Generations):
             raise StartError(problem)
 
     def _bind_listeners(self, cfg: Config) -> str | None:
-        """Create the slot sockets of every TCP address of ``cfg`` that has none yet;
-        probe its UDP addresses. The reason of the first failure, or None."""
+        """Create the slot sockets of every TCP and UDP address of ``cfg`` that has none
+        yet. The reason of the first failure, or None."""
         for lst in cfg.listeners:
             if lst.mode != "http" and lst.dataplane != "userspace":
                 continue  # the kernel forwards it; the address need not be local
             for addr in lst.bind:
                 try:
-                    if lst.mode == "udp":
-                        if any(addr in x.bind and x.mode == "udp" for x in self.cfg.listeners) and cfg is not self.cfg:
-                            continue  # ours already (the workers bind it)
-                        # Not held: a bound UDP socket in the SO_REUSEPORT group would
-                        # receive (and drop) its share of the datagrams.
-                        bind_socket(addr, kind=socket.SOCK_DGRAM).close()
-                    elif addr not in self.slots.by_addr:
+                    if lst.mode in ("udp", "dns") and udp_key(addr) not in self.slots.by_addr:
+                        self.slots.add(udp_key(addr))  # one per slot, read by that slot's worker
+                    if lst.mode != "udp" and addr not in self.slots.by_addr:
                         refuse_if_listening(addr)
                         self.slots.add(addr)
                 except OSError as exc:
@@ -199,7 +195,7 @@ class Supervisor(Generations):
                 parent.close()
                 for h in [*self.workers.values(), *self.retiring]:
                     h.chan.close()
-                mine = self.slots.for_slot(index, tcp_listen_addresses(cfg))
+                mine = self.slots.for_slot(index, slot_addresses(cfg))
                 ours = self.slots.inodes()
                 keep = {id(x) for x in mine.values()}
                 for s in [*self.slots.all(), *([self.admin_sock] if self.admin_sock else [])]:

@@ -32,10 +32,11 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyvs.config.schema import Config
 from pyvs.dns import start_dns
+from pyvs.h2.settings import serves_h2
 from pyvs.l4.runtime import L4Runtime
 from pyvs.l7.h1conn import H1Connection
 from pyvs.l7.listener import ListenerRuntime
@@ -45,12 +46,16 @@ from pyvs.persist.policy import build as build_persistence
 from pyvs.runtime.batch import WriteBatch
 from pyvs.runtime.privileges import drop as drop_privileges
 from pyvs.runtime.privileges import resolve as resolve_identity
-from pyvs.runtime.sockets import bind_socket, refuse_if_listening
+from pyvs.runtime.sockets import bind_socket, refuse_if_listening, udp_key
 from pyvs.runtime.stats import WorkerStats
 from pyvs.runtime.timers import Sweeper
 from pyvs.shared.state import SharedState
 from pyvs.shared.state import current as current_shared
 from pyvs.upstream.server import BackendRuntime, ServerState
+
+if TYPE_CHECKING:
+    from pyvs.h2.conn import H2ServerConnection
+    from pyvs.h2.pool import H2Pool
 
 log = logging.getLogger("pyvs.worker")
 
@@ -66,13 +71,19 @@ class WorkerRuntime:
         self.ours = ours  # inodes of every listening socket of this instance (all slots)
         self.loop = loop
         self.stats = WorkerStats()
-        self.connections: set[H1Connection] = set()
+        self.connections: set[H1Connection | H2ServerConnection] = set()
         self.sweeper = Sweeper(loop)
         self.batch = WriteBatch(loop)  # the L7 short paths write through it (see pyvs/runtime/batch.py)
         self.draining = False
         self.pid = os.getpid()
         self.request_ids = 0  # %{request_id}: pid and this counter
         self.backends = {b.name: BackendRuntime(b, seed=index) for b in cfg.backends}
+        # Servers with proto h2/h2c: their HTTP/2 connection (pyvs/h2/pool.py); empty without any.
+        self.h2_pools: dict[ServerState, H2Pool] = {}
+        if any(s.proto != "http1" for b in cfg.backends for s in b.servers):
+            from pyvs.h2.pool import build_pools
+
+            self.h2_pools = build_pools(self)
         self.shared_state = current_shared()  # the generation's shared zone (None outside a supervisor)
         if self.shared_state is None:  # not forked by a supervisor (tests): a zone of our own
             self.shared_state = SharedState(cfg, 1)
@@ -112,6 +123,10 @@ class WorkerRuntime:
             backend = self.backends.get(msg["backend"])
             if backend is not None and backend.persist is not None:
                 backend.persist.on_sync(msg["entries"], self.loop.time())
+        elif msg.get("type") == "cache_purge":  # admin API: drop a URL or prefix (pyvs/accel)
+            from pyvs.accel import purge
+
+            purge(msg)
         elif msg.get("type") == "stick_clear":  # admin API: stick table cleared (pyvs/admin/actions.py)
             backend = self.backends.get(msg["backend"])
             table = getattr(backend.persist, "table", None) if backend is not None else None
@@ -120,6 +135,12 @@ class WorkerRuntime:
             shared = getattr(backend.persist, "shared", None) if backend is not None else None
             if shared is not None:  # the generation's shared table (pyvs/persist/shared_table.py)
                 shared.clear()
+
+    def udp_socket(self, addr: str) -> socket.socket:
+        """The UDP socket to read for ``addr``: this slot's, inherited from the supervisor
+        (the next generation's worker reads the same one), else a new one."""
+        sock = self.socks.pop(udp_key(addr), None)
+        return sock if sock is not None else bind_socket(addr, kind=socket.SOCK_DGRAM)
 
     def listen_socket(self, addr: str) -> socket.socket:
         """The TCP socket to accept on for ``addr``: the one inherited from the supervisor
@@ -145,8 +166,13 @@ class WorkerRuntime:
                 try:
                     sock = self.listen_socket(addr)
                     tls = lst.tls  # TLS termination: contexts built by the supervisor (pyvs/tls)
+                    h2 = None
+                    if serves_h2(lst.cfg):  # HTTP/2 (pyvs/h2): imported only for such listeners
+                        from pyvs.h2.detect import protocol_factory
+
+                        h2 = protocol_factory(lst)
                     server = await self.loop.create_server(
-                        (lambda lst=lst: H1Connection(lst)) if tls is None
+                        h2 if h2 is not None else (lambda lst=lst: H1Connection(lst)) if tls is None
                         else (lambda lst=lst, tls=tls: tls.protocol(lst)),
                         sock=sock, backlog=lst.cfg.backlog, ssl=tls.context if tls is not None else None,
                         ssl_handshake_timeout=tls.handshake_timeout if tls is not None else None,
@@ -182,11 +208,14 @@ class WorkerRuntime:
         # other moment can cross a request already on its way, which the client would
         # see as a reset. A response already under way (its head may have promised
         # keep-alive) is left to finish; the connection is handled when it comes back idle.
-        idle_since: dict[H1Connection, float] = {}
+        idle_since: dict[H1Connection | H2ServerConnection, float] = {}
         while self.connections and self.loop.time() < deadline:
             now = self.loop.time()
             for f in list(self.connections):
                 ex = f.ex
+                if ex is None:  # HTTP/2 (pyvs/h2): GOAWAY now; it closes when its streams are done
+                    f.drain()
+                    continue
                 if ex.resp_started:
                     idle_since.pop(f, None)
                     continue
@@ -202,6 +231,8 @@ class WorkerRuntime:
             f.abort()
         for b in self.backends.values():
             b.close_idle()
+        for pool in self.h2_pools.values():
+            pool.close()
         self.sweeper.stop()
 
 

@@ -34,6 +34,13 @@ RAW = 0  # forward head and body bytes as received
 REBUILT = 1  # the owner wrote its own head; forward body bytes as received
 DECODE = 2  # the owner wrote its own head; forward the chunked body decoded
 ENCODE = 3  # the owner wrote its own head; chunk-encode a body delimited by close
+# The owner wrote its own head and transforms the body (Owner.on_body: compression):
+# the server's body, decoded from its framing, goes through on_body and the result is
+# chunk-encoded for the client (STAGED_CHUNKED) or sent as it is, delimited by the
+# close (STAGED_CLOSE, an HTTP/1.0 client). Only responses a filter staged get here.
+STAGED = 4
+STAGED_CHUNKED = 4
+STAGED_CLOSE = 5
 
 Framer = LengthBody | ChunkedBody | UntilClose
 
@@ -63,6 +70,7 @@ class Owner(Protocol):
     def on_interim(self, rh: ResponseHead) -> None: ...
     def on_response_head(self, rh: ResponseHead) -> int: ...
     def on_response_end(self, conn: UpstreamConn) -> None: ...
+    def on_body(self, data: bytes, end: bool) -> bytes: ...  # STAGED modes only
     def on_tunnel_data(self, data: bytes) -> None: ...
     def flush_client(self) -> None: ...
 
@@ -175,6 +183,8 @@ class UpstreamConn(asyncio.Protocol):
         if rh.framing == NO_BODY:
             if mode == RAW:
                 owner.wbuf.append(data if pos == 0 and end == len(data) else data[pos:end])
+            elif mode >= STAGED:  # a 304 a stage turns into the stored response (the cache)
+                self.staged_out(owner, owner.on_body(b"", True), True)
             if end < len(data):
                 self.garbage = True
             self._end(owner)
@@ -183,7 +193,7 @@ class UpstreamConn(asyncio.Protocol):
         if rh.framing == LENGTH:
             framer = LengthBody(rh.length)
         elif rh.framing == CHUNKED:
-            framer = ChunkedBody(decode=mode == DECODE)
+            framer = ChunkedBody(decode=mode == DECODE or mode >= STAGED)
         else:
             framer = UntilClose()
         self.framer = framer
@@ -191,10 +201,18 @@ class UpstreamConn(asyncio.Protocol):
 
     def _body(self, owner: Owner, framer: Framer, data: bytes, pos: int, out_from: int) -> None:
         end, done = framer.feed(data, pos)
-        if self.mode == DECODE:
+        mode = self.mode
+        if mode == DECODE:
             assert isinstance(framer, ChunkedBody)
             owner.wbuf += framer.decoded
             framer.decoded.clear()
+        elif mode >= STAGED:
+            if isinstance(framer, ChunkedBody):
+                piece = b"".join(framer.decoded)
+                framer.decoded.clear()
+            else:
+                piece = data[pos:end]
+            self.staged_out(owner, owner.on_body(piece, done), done)
         else:
             start = pos if out_from < 0 else out_from
             if end > start:
@@ -216,6 +234,16 @@ class UpstreamConn(asyncio.Protocol):
                 if limits.total_timeout:
                     deadline = min(deadline, owner.started + limits.total_timeout)
                 self.deadline = deadline
+
+    def staged_out(self, owner: Owner, out: bytes, done: bool) -> None:
+        """Queue a staged body's output for the client in the framing chosen for it."""
+        if self.mode == STAGED_CHUNKED:
+            if out:
+                owner.wbuf += (b"%x\r\n" % len(out), out, b"\r\n")
+            if done:
+                owner.wbuf.append(b"0\r\n\r\n")
+        elif out:
+            owner.wbuf.append(out)
 
     def _end(self, owner: Owner) -> None:
         self.framer = None
@@ -247,6 +275,13 @@ class UpstreamConn(asyncio.Protocol):
         self.sweeper.discard(self)
         owner = self.owner
         if owner is not None:
+            if exc is None and self.mode >= STAGED and type(self.framer) is UntilClose:
+                # The close ends a staged body the server delimits by it: the stages'
+                # last output, then the end of the response (unstaged: the owner's).
+                self.staged_out(owner, owner.on_body(b"", True), True)
+                self._end(owner)
+                self.owner = None
+                return
             self.owner = None
             owner.upstream_lost(self, exc)
 

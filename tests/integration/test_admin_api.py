@@ -166,7 +166,7 @@ def test_stick_table_show_and_clear(env: dict[str, Any]) -> None:
     assert code == 404 and "no stick table" in body["error"]
 
 
-def test_purge_says_there_is_no_cache(env: dict[str, Any]) -> None:
+def test_purge_without_a_cache_says_so(env: dict[str, Any]) -> None:
     code, body = api(env["pyvs"], "POST", "/cache/purge?url=/x")
     assert code == 409 and "no cache configured" in body["error"]
 

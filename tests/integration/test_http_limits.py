@@ -156,6 +156,31 @@ def test_max_body_content_length(lt: LoopThread, tmp_path: Path) -> None:
         backend.close()
 
 
+def test_a_client_still_sending_its_body_is_not_reset(lt: LoopThread, tmp_path: Path) -> None:
+    """No Expect: 100-continue: a head refused with 413 while the body is on its way.
+    pyvs answers, half-closes (FIN) and reads and discards what the client still
+    sends (lingering close), so a client that writes on gets no reset that could
+    destroy the answer in flight; it closes once the client has sent everything."""
+    import socket
+
+    backend = Backend(lt, "b")
+    pyvs, port = _proxy(tmp_path, backend.address, listener={"max_body": "1k"})
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            c.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 67108864\r\n\r\n")
+            got = b""
+            while chunk := c.recv(65536):  # the answer, then pyvs's FIN
+                got += chunk
+            assert got.startswith(b"HTTP/1.1 413 "), got[:80]
+            c.sendall(b"x" * 1048576)  # the body goes on: read and discarded, not refused
+            c.shutdown(socket.SHUT_WR)
+            assert c.recv(65536) == b""  # pyvs closes after the client's FIN: no reset
+        assert backend.requests == 0
+    finally:
+        pyvs.stop()
+        backend.close()
+
+
 def test_max_body_chunked(lt: LoopThread, tmp_path: Path) -> None:
     backend = Backend(lt, "b")
     pyvs, port = _proxy(tmp_path, backend.address, listener={"max_body": "1k"})

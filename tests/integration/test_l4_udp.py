@@ -224,3 +224,49 @@ def test_idle_flows_expire(dns: list[DnsServer], rng: random.Random, tmp_path: P
         r.close()
     finally:
         p.stop()
+
+
+def test_reload_loses_no_datagram(dns: list[DnsServer], rng: random.Random, tmp_path: Path) -> None:
+    """Two workers, 20 client flows asking in turn while pyvs reloads twice: every query
+    is answered (the new worker of each slot reads the very socket the old one read,
+    datagrams queued on it included)."""
+    import os
+    import signal
+    import threading
+
+    port = free_port()
+    cfg = {
+        "listeners": [{"name": "dns", "mode": "udp", "bind": [f"127.0.0.1:{port}"], "backend": "dns"}],
+        "backends": [{"name": "dns", "servers": [
+            {"name": f"ns{i + 1}", "address": f"127.0.0.1:{s.port}"} for i, s in enumerate(dns)]}],
+    }
+    pyvs = Pyvs(cfg, tmp_path, workers=2)
+    clients = [Resolver(port, random.Random(i), f"127.0.3.{i + 1}") for i in range(20)]
+    failures: list[str] = []
+    done = threading.Event()
+    asked = [0]
+
+    def ask() -> None:
+        while not done.is_set():
+            for c in clients:
+                try:
+                    c.resolve()
+                    asked[0] += 1
+                except (TimeoutError, OSError, AssertionError) as exc:
+                    failures.append(repr(exc))
+
+    t = threading.Thread(target=ask)
+    t.start()
+    try:
+        for generation in (1, 2):
+            os.kill(pyvs.proc.pid, signal.SIGHUP)
+            pyvs.wait_status(lambda s, g=generation: s["generation"] == g and not s["retiring"], timeout=30)
+        done.set()
+        t.join(30)
+        assert asked[0] > 100
+        assert failures == []
+    finally:
+        done.set()
+        for c in clients:
+            c.close()
+        pyvs.stop()

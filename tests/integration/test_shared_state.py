@@ -210,6 +210,7 @@ def test_max_client_connections_holds_across_workers_and_a_dead_worker_frees_its
     try:
         conns = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(8)]
         assert sum(served(c) for c in conns) == 2
+        wait_until(lambda: pyvs.status()["totals"]["client_cap_refused"] == 6, what="6 refusals counted")
         for w in pyvs.status()["workers"]:
             os.kill(w["pid"], signal.SIGKILL)  # whoever held the two connections dies
         for c in conns:

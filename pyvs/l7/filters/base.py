@@ -14,6 +14,14 @@ chain order:
     when the server's response head arrives. A filter that edits ``rh.block`` must
     clear ``rh.raw_ok`` (the head is then rebuilt for the client instead of being
     forwarded byte for byte).
+``ex.stage_body(stage)`` (from ``on_response`` only)
+    transform this response's body: ``stage.feed(data, end)`` is called with each
+    piece of the server's body as it is read (decoded from its framing; ``end`` on the
+    last call) and returns what goes to the client instead. The exchange then drops
+    Content-Length and frames the result chunked for an HTTP/1.1 client, by the close
+    for an HTTP/1.0 one (pyvs.upstream.connection STAGED). The stage is an object per
+    response, so the filter itself stays stateless and shared. Routes whose filters
+    never stage a body keep the byte-for-byte path.
 
 The verdict is a closed enum: an exchange knows every outcome a filter can ask for.
 A route whose chain is empty never calls any of this (``Chain.empty``): it keeps the
@@ -22,6 +30,7 @@ short path.
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol
 
@@ -30,11 +39,22 @@ if TYPE_CHECKING:
     from pyvs.l7.request import RequestView
 
 
+_LENGTH_FIELD = re.compile(rb"(?im)^content-length[ \t]*:[^\r\n]*\r\n")
+
+
+def drop_length(block: bytes) -> bytes:
+    """``block`` without its Content-Length line (a staged body's length is unknown)."""
+    return _LENGTH_FIELD.sub(b"", block)
+
+
 class Verdict(IntEnum):
     """What a filter hook asks the exchange to do next."""
 
     CONTINUE = 0  # go on with the next filter / the next phase
     RESPOND = 1  # answer with ex.reply; no server is asked
+    # (last request filter of a chain only) the filter holds the request and later calls
+    # ex.resume_request() or, with ex.reply set, ex.reply_now() (the cache's request collapsing)
+    WAIT = 2
 
 
 class Reply:
@@ -66,6 +86,14 @@ class Reply:
         return data
 
 
+class BodyStage(Protocol):
+    """One response's body transformation (compression): see ``stage_body`` above."""
+
+    def feed(self, data: bytes, end: bool) -> bytes:
+        """The transformed bytes for ``data`` (may be empty until enough input came)."""
+        ...
+
+
 class FilterExchange(Protocol):
     """The part of an exchange a filter may read and change."""
 
@@ -73,6 +101,18 @@ class FilterExchange(Protocol):
     head: RequestHead | None
     add_lines: list[bytes]  # field lines (b"Name: value\r\n") appended to the forwarded head
     reply: Reply | None
+
+    def stage_body(self, stage: BodyStage) -> None:
+        """Transform this response's body through ``stage`` (from on_response only)."""
+        ...
+
+    def resume_request(self) -> None:
+        """Go on with a request a filter answered WAIT for (to its server)."""
+        ...
+
+    def reply_now(self) -> None:
+        """Answer a request a filter answered WAIT for with ``reply``."""
+        ...
 
     def variable(self, name: str) -> bytes:
         """The value of ``%{name}`` for this exchange (see pyvs.l7.filters.variables)."""
