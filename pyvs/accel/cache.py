@@ -382,6 +382,7 @@ class HttpCache(Filter):
                     ex.add_lines.append(b"If-Modified-Since: " + _format_date(entry.last_modified) + b"\r\n")
             return False
         store.hits += 1
+        ex.cache_status = b"HIT"
         whole = int(age)
         if plain:  # no conditional, no Cache-Control: the entry's reply for this age
             replies = entry.replies
@@ -441,6 +442,7 @@ class HttpCache(Filter):
                     return Verdict.CONTINUE
             if not self._maybe_store(ex, rh, block, key):
                 self._wake(key, head)  # nothing will be stored: the waiters ask the server
+        ex.cache_status = b"MISS"
         if self.x_cache:
             if rh.raw_ok:
                 rh.block = strip_hop_fields(rh.block)
@@ -486,6 +488,7 @@ class HttpCache(Filter):
         rh.raw_ok = False
         ex.stage_body(Replay(entry.body))
         self.store.hits += 1
+        ex.cache_status = label
         return True
 
     def _maybe_store(self, ex: FilterExchange, rh: ResponseHead, block: bytes, key: bytes) -> bool:

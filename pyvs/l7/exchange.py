@@ -70,6 +70,7 @@ class Exchange(UpstreamLeg):
     """The request/response in progress on one downstream (see the module docstring)."""
 
     __slots__ = (
+        "cache_status",
         "fast_path",
         "flush_client",
         "held",
@@ -113,6 +114,8 @@ class Exchange(UpstreamLeg):
         self.add_lines: list[bytes] = []
         self.reply: Reply | None = None
         self.rid = b""
+        self.cache_status = b""  # HIT, MISS, REVALIDATED, STALE (pyvs/accel/cache.py), for the log
+        self.queue_wait = 0.0  # seconds this request waited for a server slot (pyvs/l7/queue.py)
         self.req_buf: list[bytes] | None = None  # body bytes read before a server was ready
         self.backend: BackendRuntime | None = None
         self.server: ServerState | None = None
@@ -160,7 +163,8 @@ class Exchange(UpstreamLeg):
         self.req_buf = None
         self.last_server = self.resp_head = None
         self.resp_bytes = 0
-        self.rid = b""
+        self.rid = self.cache_status = b""
+        self.queue_wait = 0.0
         if self.add_lines:
             self.add_lines = []  # the previous request's filters' lines
         lst = self.lst

@@ -55,8 +55,8 @@ class UpstreamLeg:
 
     __slots__ = (
         "add_lines", "attempts", "backend", "batch", "client_ip", "connect_task", "connecting", "down",
-        "fw_plain", "head", "last_server", "loop", "lst", "queued", "req_buf", "resp_started", "route", "server",
-        "started", "tried", "trusted", "up", "worker", "xff_line",
+        "fw_plain", "head", "last_server", "loop", "lst", "queue_wait", "queued", "req_buf", "resp_started",
+        "route", "server", "started", "tried", "trusted", "up", "worker", "xff_line",
     )
 
     lst: ListenerRuntime
@@ -81,6 +81,7 @@ class UpstreamLeg:
     connecting: UpstreamConn | None
     connect_task: asyncio.Task[object] | None
     queued: BackendQueue | None
+    queue_wait: float
     resp_started: bool
     last_server: ServerState | None  # who answered (access log, metrics; reset in Exchange.start)
 
@@ -177,6 +178,7 @@ class UpstreamLeg:
     def dequeued(self, server: ServerState, waited: float) -> None:
         """A slot of ``server`` is ours (taken by the queue): send the request."""
         self.queued = None
+        self.queue_wait = waited
         head = self.head
         if head is None:  # cannot happen: finished() leaves the queue
             server.give()

@@ -103,7 +103,8 @@ class Observer:
                 server = ex.server  # a failed connect: the server tried last
             records = alog.records
             records.append((now, status, dur, client, head, ex.route, ex.backend, server, ex.attempts, ex.resp_bytes,
-                            ex.resp_head, ex.rid, term, getattr(ex.down, "tls", None)))
+                            ex.resp_head, ex.rid, term, getattr(ex.down, "tls", None), ex.queue_wait,
+                            ex.cache_status))
             n = len(records)
             if n == 1 or n >= BATCH_RECORDS:
                 alog.added(n)

@@ -47,8 +47,10 @@ RHEAD: Final = 10  # ResponseHead | None
 RID: Final = 11  # bytes, b"" when no header asked for a request id
 TERM: Final = 12  # str, "" for an ordinary end
 TLS: Final = 13  # TlsFacts (.version: b"TLSv1.3") | None
+QUEUE: Final = 14  # seconds waited for a server slot (the HTTP queue), 0.0 when none
+CACHE: Final = 15  # what the cache did: b"HIT", b"MISS", b"REVALIDATED", b"STALE"; b"" when no cache
 Record = tuple[float, int, float, bytes, "RequestHead | None", Any, Any, Any, int, int, "ResponseHead | None", bytes,
-               str, Any]
+               str, Any, float, bytes]
 
 _NEEDS_ESCAPE = re.compile(rb'[\x00-\x1f"\\\x7f-\xff]')
 _CT = field_pattern(b"content-type")
@@ -184,9 +186,10 @@ class EcsFormat:
 
     def line(self, rec: Record, clock: Clock) -> bytes:
         """The line of ``rec``: the common request (a head that needs no escaping, no TLS,
-        request id or termination) in one formatting, anything else in :meth:`_line`."""
+        request id, termination, queue wait or cache status) in one formatting, anything
+        else in :meth:`_line`."""
         head = rec[HEAD]
-        if head is None or rec[TLS] is not None or rec[RID] or rec[TERM]:
+        if head is None or rec[TLS] is not None or rec[RID] or rec[TERM] or rec[QUEUE] or rec[CACHE]:
             return self._line(rec, clock)
         block = head.block
         # int needles: a memchr each (a bytes needle costs a buffer export per test); " \\ HT DEL
@@ -250,6 +253,10 @@ class EcsFormat:
             extra = b',"request_id":"%s"' % esc(rec[RID])
         if rec[TERM]:
             extra += b',"termination":"%s"' % rec[TERM].encode()
+        if rec[QUEUE]:  # nanoseconds, as event.duration
+            extra += b',"queue":{"duration":%d}' % (rec[QUEUE] * 1e9)
+        if rec[CACHE]:
+            extra += b',"cache":"%s"' % rec[CACHE]
         return _LINE % (clock.iso(rec[END]), rec[DUR] * 1e9, rec[CLIENT], request, rec[STATUS], body_bytes(rec), url,
                         names, retries, extra)
 

@@ -101,6 +101,7 @@ class FilterExchange(Protocol):
     head: RequestHead | None
     add_lines: list[bytes]  # field lines (b"Name: value\r\n") appended to the forwarded head
     reply: Reply | None
+    cache_status: bytes  # what the cache did (HIT, MISS, ...), for the access log
 
     def stage_body(self, stage: BodyStage) -> None:
         """Transform this response's body through ``stage`` (from on_response only)."""

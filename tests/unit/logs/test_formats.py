@@ -30,7 +30,8 @@ def _rec(head: bytes | None, status: int = 200, **kw: object) -> Record:
     req = parse_request_head(head) if head is not None else None
     values: dict[str, object] = dict(end=100.25, status=status, dur=0.0123, client=b"192.0.2.7", head=req,
                                      route=ROUTE, backend=BACKEND, server=SERVER, attempts=2,
-                                     rbytes=len(rh.block) + 2 + 2, rhead=rh, rid=b"1f-2", term="", tls=None)
+                                     rbytes=len(rh.block) + 2 + 2, rhead=rh, rid=b"1f-2", term="", tls=None,
+                                     queue=0.0, cache=b"")
     values.update(kw)
     return tuple(values.values())  # type: ignore[return-value]
 
@@ -39,6 +40,15 @@ def _clock() -> Clock:
     c = Clock()
     c.offset = 1_700_000_000.0  # wall = loop + offset
     return c
+
+
+def test_queue_wait_and_cache_status_are_logged_under_pyvs() -> None:
+    head = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+    doc = json.loads(EcsFormat("web").line(_rec(head, rid=b"", queue=0.25, cache=b"HIT"), _clock()))
+    assert doc["pyvs"]["queue"] == {"duration": 250_000_000}
+    assert doc["pyvs"]["cache"] == "HIT"
+    plain = json.loads(EcsFormat("web").line(_rec(head, rid=b""), _clock()))
+    assert "queue" not in plain["pyvs"] and "cache" not in plain["pyvs"]
 
 
 def test_ecs_line_names_the_fields_elastic_expects() -> None:
