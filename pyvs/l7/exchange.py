@@ -248,21 +248,12 @@ class Exchange(UpstreamLeg):
         self._reply()
 
     # ------------------------------------------------- buffer_request
-    def request_body(self, chunk: bytes) -> None:
-        if self.held:
-            buf = self.held_buf
-            buf.append(chunk)
-            self.held -= len(chunk)
-            if self.held <= 0:  # larger than the bound: the server gets it as it comes
-                self._release()
-            return
-        UpstreamLeg.request_body(self, chunk)
-
-    def request_ended(self) -> None:
-        if self.held:
+    def _hold(self, chunk: bytes) -> None:
+        """A body chunk while ``buffer_request`` collects (UpstreamLeg.request_body)."""
+        self.held_buf.append(chunk)
+        self.held -= len(chunk)
+        if self.held <= 0:  # larger than the bound: the server gets it as it comes
             self._release()
-            return
-        UpstreamLeg.request_ended(self)
 
     def _release(self) -> None:
         """Stop collecting: ask a server, which gets the collected body first."""

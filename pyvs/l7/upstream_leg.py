@@ -85,8 +85,12 @@ class UpstreamLeg:
     resp_started: bool
     last_server: ServerState | None  # who answered (access log, metrics; reset in Exchange.start)
 
+    held: int  # buffer_request: bytes still to collect before a server is asked (Exchange)
+
     if TYPE_CHECKING:
         def _response_complete(self, conn: UpstreamConn | None) -> None: ...
+        def _hold(self, chunk: bytes) -> None: ...
+        def _release(self) -> None: ...
 
     def owner(self) -> Owner:
         """This exchange, as the owner of its server connections (the Exchange
@@ -346,7 +350,11 @@ class UpstreamLeg:
         return b"".join(parts)
 
     def request_body(self, chunk: bytes) -> None:
-        """Body bytes from the client: to the server, or kept until one is ready."""
+        """Body bytes from the client: to the server, or kept until one is ready (or
+        collected first, with ``buffer_request``: Exchange._hold)."""
+        if self.held:
+            self._hold(chunk)
+            return
         up = self.up
         if up is not None and up.transport is not None:
             up.transport.write(chunk)  # written past the high-water mark too: reading pauses
@@ -357,6 +365,9 @@ class UpstreamLeg:
             self.down.pause_reading()
 
     def request_ended(self) -> None:
+        if self.held:  # buffer_request: the whole body is here, ask a server
+            self._release()
+            return
         up = self.up
         if up is not None:
             self.await_response(up)
