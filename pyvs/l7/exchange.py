@@ -73,6 +73,7 @@ class Exchange(UpstreamLeg):
         "cache_status",
         "fast_path",
         "flush_client",
+        "head_at",
         "held",
         "held_buf",
         "on_interim",
@@ -115,6 +116,10 @@ class Exchange(UpstreamLeg):
         self.reply: Reply | None = None
         self.rid = b""
         self.cache_status = b""  # HIT, MISS, REVALIDATED, STALE (pyvs/accel/cache.py), for the log
+        # When the request went to its server (0.0: with the request's start, as on the short
+        # path) and when the response head came back: the log's upstream duration.
+        self.sent_at = 0.0
+        self.head_at = 0.0
         self.queue_wait = 0.0  # seconds this request waited for a server slot (pyvs/l7/queue.py)
         self.req_buf: list[bytes] | None = None  # body bytes read before a server was ready
         self.backend: BackendRuntime | None = None
@@ -164,7 +169,7 @@ class Exchange(UpstreamLeg):
         self.last_server = self.resp_head = None
         self.resp_bytes = 0
         self.rid = self.cache_status = b""
-        self.queue_wait = 0.0
+        self.queue_wait = self.sent_at = self.head_at = 0.0
         if self.add_lines:
             self.add_lines = []  # the previous request's filters' lines
         lst = self.lst
@@ -350,6 +355,7 @@ class Exchange(UpstreamLeg):
     # ----------------------------------------------------------- responses
     def on_response_head(self, rh: ResponseHead) -> int:
         status = rh.status
+        self.head_at = self.loop.time()
         self.resp_started = True
         self.resp_status = status
         self.resp_head = rh
@@ -428,7 +434,7 @@ class Exchange(UpstreamLeg):
         self.resp_status = status
         self.resp_head = rh
         self.resp_bytes = len(data)
-        now = self.loop.time()
+        self.head_at = now = self.loop.time()
         # server_done(True)
         self.up = None
         down.up_write_blocked = False

@@ -56,7 +56,7 @@ class UpstreamLeg:
     __slots__ = (
         "add_lines", "attempts", "backend", "batch", "client_ip", "connect_task", "connecting", "down",
         "fw_plain", "head", "last_server", "loop", "lst", "queue_wait", "queued", "req_buf", "resp_started",
-        "route", "server", "started", "tried", "trusted", "up", "worker", "xff_line",
+        "route", "sent_at", "server", "started", "tried", "trusted", "up", "worker", "xff_line",
     )
 
     lst: ListenerRuntime
@@ -82,6 +82,7 @@ class UpstreamLeg:
     connect_task: asyncio.Task[object] | None
     queued: BackendQueue | None
     queue_wait: float
+    sent_at: float
     resp_started: bool
     last_server: ServerState | None  # who answered (access log, metrics; reset in Exchange.start)
 
@@ -294,6 +295,7 @@ class UpstreamLeg:
 
     def _bound(self, conn: UpstreamConn, head: RequestHead) -> None:
         self.up = conn
+        self.sent_at = self.loop.time()  # connected (or pooled): the request goes now
         conn.start_response(head.method == b"HEAD")
         t = conn.transport
         assert t is not None

@@ -104,7 +104,7 @@ class Observer:
             records = alog.records
             records.append((now, status, dur, client, head, ex.route, ex.backend, server, ex.attempts, ex.resp_bytes,
                             ex.resp_head, ex.rid, term, getattr(ex.down, "tls", None), ex.queue_wait,
-                            ex.cache_status))
+                            ex.cache_status, ex.head_at - (ex.sent_at or ex.started) if ex.head_at else -1.0))
             n = len(records)
             if n == 1 or n >= BATCH_RECORDS:
                 alog.added(n)

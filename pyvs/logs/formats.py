@@ -49,8 +49,9 @@ TERM: Final = 12  # str, "" for an ordinary end
 TLS: Final = 13  # TlsFacts (.version: b"TLSv1.3") | None
 QUEUE: Final = 14  # seconds waited for a server slot (the HTTP queue), 0.0 when none
 CACHE: Final = 15  # what the cache did: b"HIT", b"MISS", b"REVALIDATED", b"STALE"; b"" when no cache
+UPSTREAM: Final = 16  # seconds from the request sent to its server to the response head; -1.0 when none
 Record = tuple[float, int, float, bytes, "RequestHead | None", Any, Any, Any, int, int, "ResponseHead | None", bytes,
-               str, Any, float, bytes]
+               str, Any, float, bytes, float]
 
 _NEEDS_ESCAPE = re.compile(rb'[\x00-\x1f"\\\x7f-\xff]')
 _CT = field_pattern(b"content-type")
@@ -151,7 +152,7 @@ _LINE = (b'{"@timestamp":"%s","event":{"dataset":"pyvs.access","duration":%d},"c
 _REQUEST = b'"version":"%s","request":{"method":"%s"%s},'
 _FAST = (b'{"@timestamp":"%s","event":{"dataset":"pyvs.access","duration":%d},"client":{"ip":"%s"},'
          b'"http":{"version":"%s","request":{"method":"%s"%s},"response":{"status_code":%d,"body":{"bytes":%d}}},'
-         b'"url":{"path":"%s"%s%s}%s,%s,"retries":%d}}\n')
+         b'"url":{"path":"%s"%s%s}%s,%s,"retries":%d%s}}\n')
 _URL = b',"url":{"path":"%s"%s%s}%s'
 
 
@@ -220,6 +221,7 @@ class EcsFormat:
             b',"query":"' + target[q + 1 :] + b'"' if q >= 0 else b"",
             b',"domain":"' + (host.rsplit(b":", 1)[0] if host[-1] != 93 else host) + b'"' if host else b"",  # 93: "]"
             ua, self._names_text(rec[ROUTE], rec[BACKEND], rec[SERVER]), attempts - 1 if attempts > 1 else 0,
+            _upstream(rec),
         )
 
     def _line(self, rec: Record, clock: Clock) -> bytes:
@@ -253,12 +255,20 @@ class EcsFormat:
             extra = b',"request_id":"%s"' % esc(rec[RID])
         if rec[TERM]:
             extra += b',"termination":"%s"' % rec[TERM].encode()
+        extra += _upstream(rec)
         if rec[QUEUE]:  # nanoseconds, as event.duration
             extra += b',"queue":{"duration":%d}' % (rec[QUEUE] * 1e9)
         if rec[CACHE]:
             extra += b',"cache":"%s"' % rec[CACHE]
         return _LINE % (clock.iso(rec[END]), rec[DUR] * 1e9, rec[CLIENT], request, rec[STATUS], body_bytes(rec), url,
                         names, retries, extra)
+
+
+def _upstream(rec: Record) -> bytes:
+    """``,"upstream":{"duration":NS}`` (HAProxy's Tr: request sent to response head), or
+    nothing when no server answered."""
+    up = rec[UPSTREAM]
+    return b',"upstream":{"duration":%d}' % (up * 1e9) if up >= 0.0 else b""
 
 
 def _same(value: bytes) -> bytes:

@@ -99,7 +99,10 @@ def test_every_kind_of_request_end_gives_exactly_one_line(loop_thread: LoopThrea
         assert page["http"]["request"] == {"method": "GET", "referrer": "https://ref.example/"}
         assert page["user_agent"]["original"] == "Mozilla/5.0 (test)"
         assert page["http"]["response"]["body"]["bytes"] == 2  # "w1"
+        assert page["pyvs"].pop("upstream")["duration"] >= 0  # the server's own time (1 ms resolution)
         assert page["pyvs"] == {"listener": "web", "route": "main", "backend": "web", "server": "w1", "retries": 0}
+        assert "upstream" not in by_path["/slow"]["pyvs"]  # 504: the server never answered
+        assert "upstream" not in by_path["/hello"]["pyvs"]  # answered by pyvs itself
         assert page["event"]["duration"] >= 0 and page["@timestamp"].endswith("Z")
         assert by_path["/hello"]["pyvs"].get("backend") is None
         assert by_path["/dead"]["pyvs"]["server"] == "gone"

@@ -31,7 +31,7 @@ def _rec(head: bytes | None, status: int = 200, **kw: object) -> Record:
     values: dict[str, object] = dict(end=100.25, status=status, dur=0.0123, client=b"192.0.2.7", head=req,
                                      route=ROUTE, backend=BACKEND, server=SERVER, attempts=2,
                                      rbytes=len(rh.block) + 2 + 2, rhead=rh, rid=b"1f-2", term="", tls=None,
-                                     queue=0.0, cache=b"")
+                                     queue=0.0, cache=b"", upstream=-1.0)
     values.update(kw)
     return tuple(values.values())  # type: ignore[return-value]
 
@@ -42,11 +42,15 @@ def _clock() -> Clock:
     return c
 
 
-def test_queue_wait_and_cache_status_are_logged_under_pyvs() -> None:
+def test_queue_wait_cache_status_and_upstream_time_are_logged_under_pyvs() -> None:
     head = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
     doc = json.loads(EcsFormat("web").line(_rec(head, rid=b"", queue=0.25, cache=b"HIT"), _clock()))
     assert doc["pyvs"]["queue"] == {"duration": 250_000_000}
     assert doc["pyvs"]["cache"] == "HIT"
+    # The server's own time (request sent -> response head), on the fast and the slow line alike.
+    fast = json.loads(EcsFormat("web").line(_rec(head, rid=b"", upstream=0.004), _clock()))
+    slow = json.loads(EcsFormat("web").line(_rec(head, upstream=0.004), _clock()))
+    assert fast["pyvs"]["upstream"] == slow["pyvs"]["upstream"] == {"duration": 4_000_000}
     plain = json.loads(EcsFormat("web").line(_rec(head, rid=b""), _clock()))
     assert "queue" not in plain["pyvs"] and "cache" not in plain["pyvs"]
 
