@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from pyvs.upstream.server import ServerState
 
 TICK = 0.1  # seconds between refreshes of the coarse clock and UDP expiry sweeps
+UDP_REPLY_GRACE = 1.0  # seconds a draining worker still relays replies of its UDP sessions
 
 def bind_udp(address: str) -> socket.socket:
     """A bound, non-blocking UDP socket with SO_REUSEPORT (one per worker)."""
@@ -95,11 +96,17 @@ class L4Runtime:
 
     # ------------------------------------------------------------ shutdown
     def stop_accepting(self) -> None:
-        """Drain, step 1: no new TCP connections; UDP flows end now (nothing to finish)."""
+        """Drain, step 1: no new TCP connections, no new datagrams read (the slot's
+        socket is the next generation's now). UDP sessions stay a moment
+        (:meth:`drain`): a reply to a datagram just relayed still reaches its client."""
         for tl in self.tcp:
             tl.stop_accepting()
             while tl.queue:
                 tl.queue[0].abort()
+        for ul in self.udp:
+            ul.stop_reading()
+
+    def _close_udp(self) -> None:
         for ul in self.udp:
             ul.close()
         self.udp.clear()
@@ -113,6 +120,10 @@ class L4Runtime:
         self.stop_accepting()
         self.drained = asyncio.Event()
         self.session_closed()
+        if self.udp:  # replies to datagrams relayed just before the drain
+            await asyncio.sleep(max(0.0, min(UDP_REPLY_GRACE, deadline - self.loop.time())))
+            self._close_udp()
+            self.session_closed()  # the UDP sessions were connections too
         try:
             await asyncio.wait_for(self.drained.wait(), max(0.0, deadline - self.loop.time()))
         except TimeoutError:

@@ -120,6 +120,12 @@ class UdpListener:
         self.rt.loop.add_reader(self.sock.fileno(), self._on_datagrams)
         self.reading = True
 
+    def stop_reading(self) -> None:
+        """No new datagrams (a drain): the sessions still relay their replies."""
+        if self.reading:
+            self.rt.loop.remove_reader(self.sock.fileno())
+            self.reading = False
+
     def close(self) -> None:
         if self.reading:
             self.rt.loop.remove_reader(self.sock.fileno())
