@@ -93,13 +93,19 @@ def test_leastconn_counts_every_workers_requests(backends: list[Backend], tmp_pa
     worker takes it, goes to s3 (per-worker counts would send some to s1 or s2)."""
     pyvs, port = start(tmp_path, backends, workers=2, balance="leastconn")
     try:
+        def in_flight() -> int:
+            return sum(s["active"] for s in pyvs.status()["backends"][0]["servers"])
+
         async def scenario() -> tuple[list[bytes], list[bytes]]:
-            slow = [asyncio.ensure_future(fetch(port, path="/slow?delay=3")) for _ in range(2)]
-            for _ in range(100):  # until both slow requests are in flight somewhere
-                st = pyvs.status()
-                if sum(s["active"] for s in st["backends"][0]["servers"]) == 2:
-                    break
-                await asyncio.sleep(0.02)
+            # One after the other: two picks at the same instant in two workers may both
+            # see the same idle server (a pick and its count are not one atomic step).
+            slow = []
+            for n in (1, 2):
+                slow.append(asyncio.ensure_future(fetch(port, path="/slow?delay=3")))
+                for _ in range(250):  # until it is in flight somewhere
+                    if in_flight() == n:
+                        break
+                    await asyncio.sleep(0.02)
             quick = [(await fetch(port))[2] for _ in range(12)]
             return [r[2] for r in await asyncio.gather(*slow)], quick
 
