@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 from pyvs.l4.pump import Shared
 from pyvs.l4.tcp import TcpListener
 from pyvs.l4.udp import MAX_DATAGRAM, UdpListener
-from pyvs.runtime.sockets import bind_socket
 
 if TYPE_CHECKING:
     from pyvs.runtime.worker import WorkerRuntime
@@ -30,11 +29,6 @@ if TYPE_CHECKING:
 
 TICK = 0.1  # seconds between refreshes of the coarse clock and UDP expiry sweeps
 UDP_REPLY_GRACE = 1.0  # seconds a draining worker still relays replies of its UDP sessions
-
-def bind_udp(address: str) -> socket.socket:
-    """A bound, non-blocking UDP socket with SO_REUSEPORT (one per worker)."""
-    return bind_socket(address, kind=socket.SOCK_DGRAM)
-
 
 class L4Runtime:
     """The user-space tcp/udp listeners of one worker."""
