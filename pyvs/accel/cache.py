@@ -1,4 +1,4 @@
-"""``cache``: a shared HTTP cache in memory (RFC 9111), one store per worker.
+"""``cache``: a shared HTTP cache in memory (RFC 9111), one store for all workers.
 
 Theory of operation
 -------------------
@@ -22,20 +22,26 @@ fields, Content-Length or Age; the body; the times of 4.2.3) goes into the store
 A 2xx/3xx answer to an unsafe method also invalidates its same-host ``Location`` and
 ``Content-Location``.
 
-*Store* (:class:`CacheStore`): an ``OrderedDict`` of keys in LRU order, each holding
-its variants; its bytes (heads and bodies) never pass ``size``: inserting evicts
-least recently used keys first.
+*Store*: :class:`pyvs.accel.shared_store.SharedStore` in a supervised worker (every
+worker of the instance sees what one stored; see that module), else
+:class:`CacheStore`, an ``OrderedDict`` of keys in LRU order, each holding its
+variants; either way its bytes (heads and bodies) never pass ``size``: inserting
+evicts least recently used keys first.
+
+*Collapsing*: the first GET miss of a key claims its fetch (in the shared zone, for
+the instance); later misses of the key, in this worker or another, wait for its
+response: in this worker woken when it is stored, in another by a poll of the store
+every ``FETCH_POLL`` seconds. They wait at most ``LOCK_TIMEOUT``.
 
 *With compression* on the same route: the cache comes after ``compress`` in the chain,
 so what it records is what the client got -- the compressed variant for that
 ``Accept-Encoding`` (the response carries ``Vary: Accept-Encoding``, which makes it a
 variant key). A client with another Accept-Encoding misses and gets its own variant.
 
-*Not yet*: revalidation (If-None-Match / If-Modified-Since to the server, 304
-refreshing the entry), answering a client's conditional request with 304 from cache,
-``stale-while-revalidate`` / ``stale-if-error``, request collapsing, a store shared by
-the workers, the purge API. Responses that would need revalidation (``no-cache``) are
-not stored, and stale entries are never served.
+*Stale entries*: revalidated with the entry's validator (a 304 refreshes it, 4.3.4);
+served stale within ``stale-if-error`` when the server fails, and within
+``stale-while-revalidate`` at once while one background request refreshes the entry
+(:mod:`pyvs.accel.revalidate`). ``no-cache`` responses are not stored.
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ _IF_NONE_MATCH = field_pattern(b"if-none-match")
 _NOT_MODIFIED_FIELDS = re.compile(
     rb"(?im)^(?:cache-control|content-location|date|etag|expires|vary|last-modified)[ \t]*:[^\r\n]*\r\n")
 LOCK_TIMEOUT = 5.0  # collapsed requests wait at most this for the first one (nginx's proxy_cache_lock_timeout)
+FETCH_POLL = 0.02  # how often requests waiting for another worker's fetch look at the store
 _LOCATION = field_pattern(b"location")
 _CONTENT_LOCATION = field_pattern(b"content-location")
 _STRIP = re.compile(rb"(?im)^(?:age|x-cache)[ \t]*:[^\r\n]*\r\n")
@@ -166,6 +173,18 @@ class CacheStore:
                 self.bytes -= v.size
                 self.entries -= 1
                 self.evictions += 1
+
+    def claim_fetch(self, key: bytes) -> bool:
+        """May this worker's first miss of ``key`` go to the server (no other worker's
+        is on its way)? A store of one worker: always."""
+        return True
+
+    def release_fetch(self, key: bytes) -> None:
+        """The fetch claimed for ``key`` is over (stored or not)."""
+
+    def fetching_elsewhere(self, key: bytes) -> bool:
+        """Is another worker's fetch of ``key`` still on its way?"""
+        return False
 
     def invalidate(self, key: bytes) -> int:
         """Drop every variant of ``key``; how many there were."""
@@ -288,14 +307,16 @@ def _etag_matches(header: bytes, etag: bytes | None) -> bool:
 
 
 class Pending:
-    """The first miss of a key on its way to the server, and the requests waiting for it."""
+    """The first miss of a key on its way to the server, and the requests waiting for
+    it. ``head`` is None when the first miss is another worker's (a shared store)."""
 
-    __slots__ = ("head", "timer", "waiters")
+    __slots__ = ("head", "poll", "timer", "waiters")
 
     def __init__(self, head: object) -> None:
         self.head = head
         self.waiters: list[tuple[FilterExchange, object]] = []
         self.timer: asyncio.TimerHandle | None = None
+        self.poll: asyncio.TimerHandle | None = None
 
 
 class HttpCache(Filter):
@@ -338,12 +359,17 @@ class HttpCache(Filter):
             # Request collapsing: the first miss asks the server, the others wait for it.
             loop = getattr(ex, "loop", None)
             down = getattr(ex, "down", None)
-            if loop is not None and down is not None and down.req_ended:
+            if loop is not None and down is not None and down.req_ended and not getattr(down, "revalidating", False):
                 pending = self.pending.get(key)
                 if pending is None:
-                    pending = self.pending[key] = Pending(head)
-                    pending.timer = loop.call_later(LOCK_TIMEOUT, self._wake, key, head)
-                elif pending.head is not head:
+                    if store.claim_fetch(key):  # no other worker is fetching it either
+                        pending = self.pending[key] = Pending(head)
+                        pending.timer = loop.call_later(LOCK_TIMEOUT, self._wake, key, head)
+                    else:  # another worker is: wait for what it stores (a poll of the store)
+                        pending = self.pending[key] = Pending(None)
+                        pending.timer = loop.call_later(LOCK_TIMEOUT, self._wake, key, None)
+                        pending.poll = loop.call_later(FETCH_POLL, self._poll, key, loop)
+                if pending.head is not head:
                     pending.waiters.append((ex, head))
                     store.collapsed += 1
                     return Verdict.WAIT
@@ -375,6 +401,8 @@ class HttpCache(Filter):
         age = entry.age(now)
         if age >= entry.lifetime or (max_age is not None and age > max_age):
             head = ex.head
+            if plain and head is not None and head.method == b"GET" and self._while_revalidate(ex, key, entry, age):
+                return True
             if head is not None and head.method == b"GET" and not _conditional(ex):
                 if entry.etag is not None:
                     ex.add_lines.append(b"If-None-Match: " + entry.etag + b"\r\n")
@@ -404,6 +432,34 @@ class HttpCache(Filter):
             ex.reply = Reply(entry.status, entry.fields + age_line + hit, entry.body)
         return True
 
+    def _while_revalidate(self, ex: FilterExchange, key: bytes, entry: Entry, age: float) -> bool:
+        """``stale-while-revalidate=N`` (RFC 5861): an entry stale for at most N seconds
+        answers at once (``X-Cache: STALE``) while one background request refreshes it
+        (pyvs/accel/revalidate.py). Not for the background request itself, and not when
+        the entry forbids serving stale (must-revalidate, proxy-revalidate, s-maxage:
+        RFC 9111 4.2.4)."""
+        down = getattr(ex, "down", None)
+        if down is None or getattr(down, "revalidating", False):
+            return False
+        cc = directives(_joined(_CC, b"\r\n" + entry.fields))
+        window = seconds(cc.get(b"stale-while-revalidate")) if b"stale-while-revalidate" in cc else None
+        if window is None or age - entry.lifetime > window:
+            return False
+        if b"must-revalidate" in cc or b"proxy-revalidate" in cc or b"s-maxage" in cc:
+            return False
+        store = self.store
+        head = ex.head
+        assert head is not None
+        if store.claim_fetch(key):  # else one is on its way already (in this worker or another)
+            from pyvs.accel.revalidate import revalidate_in_background
+
+            revalidate_in_background(ex, head.block, lambda: store.release_fetch(key))
+        store.hits += 1
+        ex.cache_status = b"STALE"
+        xc = b"X-Cache: STALE\r\n" if self.x_cache else b""
+        ex.reply = Reply(entry.status, entry.fields + b"Age: %d\r\n" % int(age) + xc, entry.body)
+        return True
+
     def _wake(self, key: bytes, head: object) -> None:
         """The first request's response is stored (or will not be, or took too long):
         the waiting requests are answered from the store, else go to the server."""
@@ -413,6 +469,10 @@ class HttpCache(Filter):
         del self.pending[key]
         if pending.timer is not None:
             pending.timer.cancel()
+        if pending.poll is not None:
+            pending.poll.cancel()
+        if head is not None:
+            self.store.release_fetch(key)
         for ex, their_head in pending.waiters:
             if ex.head is not their_head:
                 continue  # that client went away meanwhile
@@ -424,6 +484,17 @@ class HttpCache(Filter):
             else:
                 self.store.misses += 1
                 ex.resume_request()
+
+    def _poll(self, key: bytes, loop: asyncio.AbstractEventLoop) -> None:
+        """Requests waiting for another worker's fetch: answered once its response is
+        stored, sent on once it gave up (its claim is gone)."""
+        pending = self.pending.get(key)
+        if pending is None or pending.head is not None:
+            return
+        if self.store.variants(key) is not None or not self.store.fetching_elsewhere(key):
+            self._wake(key, None)
+        else:
+            pending.poll = loop.call_later(FETCH_POLL, self._poll, key, loop)
 
     # ------------------------------------------------------------ responses
     def on_response(self, ex: FilterExchange, rh: ResponseHead) -> Verdict:

@@ -97,8 +97,35 @@ def render(status: dict[str, Any], extra: str = "") -> str:
     _backends(out, backends, traffic.get("backends", {}))
     _servers(out, backends, traffic.get("servers", []))
     _pageviews(out, status.get("pageviews") or {})
+    _accel(out, status.get("caches") or {}, status.get("compression") or {})
     text = "\n".join(out.lines) + "\n"
     return text + extra if extra else text
+
+
+_CACHE_COUNTERS = (("hits", "Requests answered from the cache."),
+                   ("misses", "Cacheable requests sent to a server."),
+                   ("stores", "Responses stored."),
+                   ("collapsed", "Requests that waited for another's fetch of the same object."),
+                   ("evictions", "Objects evicted to keep the cache within its size."))
+
+
+def _accel(out: _Out, caches: dict[str, dict[str, Any]], compression: dict[str, int]) -> None:
+    """Cache counters per cache section, compression counters (pyvs/accel)."""
+    if caches:
+        for name, help_text in _CACHE_COUNTERS:
+            out.family(f"pyvs_cache_{name}_total", "counter", help_text)
+            for where, st in caches.items():
+                out.add(f"pyvs_cache_{name}_total", f'cache="{_esc(where)}"', int(st.get(name, 0)))
+        for name, help_text in (("entries", "Objects stored now."), ("bytes", "Bytes stored now.")):
+            out.family(f"pyvs_cache_{name}", "gauge", help_text)
+            for where, st in caches.items():
+                out.add(f"pyvs_cache_{name}", f'cache="{_esc(where)}"', int(st.get(name, 0)))
+    if compression:
+        for name, help_text in (("responses", "Responses compressed."),
+                                ("bytes_in", "Response bytes before compression."),
+                                ("bytes_out", "Response bytes after compression.")):
+            out.family(f"pyvs_compression_{name}_total", "counter", help_text)
+            out.add(f"pyvs_compression_{name}_total", "", int(compression.get(name, 0)))
 
 
 def _backends(out: _Out, backends: list[dict[str, Any]], traffic: dict[str, list[float]]) -> None:

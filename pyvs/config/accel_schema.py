@@ -86,7 +86,8 @@ class Compress(Model):
 
 
 class Cache(Model):
-    """``cache``: a shared HTTP cache in memory (RFC 9111), per worker."""
+    """``cache``: a shared HTTP cache in memory (RFC 9111), one store for all workers
+    (pyvs/accel/shared_store.py)."""
 
     size: Size = Field(64 * 1024 * 1024, ge=1024, description="Most bytes of stored responses (heads and bodies).")
     max_object: Size = Field(
@@ -96,9 +97,18 @@ class Cache(Model):
         False, description="Without explicit freshness, 10% of the time since Last-Modified (RFC 9111 4.2.2)."
     )
     x_cache: bool = Field(True, description="Add X-Cache: HIT or MISS to responses.")
+    path: str = Field(
+        "/dev/shm", description="Directory (tmpfs: memory) under which the workers' shared store keeps its objects."
+    )
+    local: Size = Field(
+        16 * 1024 * 1024, ge=0,
+        description="Bytes of hot objects each worker also keeps in its own memory (0: every hit reads the store).",
+    )
 
     @model_validator(mode="after")
     def _sizes(self) -> Cache:
         if self.max_object > self.size:
             raise ValueError(f"max_object ({self.max_object}) is larger than size ({self.size})")
+        if not self.path.startswith("/"):
+            raise ValueError(f"path: expected an absolute directory, got {self.path!r}")
         return self

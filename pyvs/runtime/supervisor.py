@@ -52,6 +52,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyvs.accel import aggregate as accel_aggregate
 from pyvs.config.schema import Config, parse_address
 from pyvs.l4.kernel import start_kernel_dataplanes
 from pyvs.logs.access import forward_reopen
@@ -235,11 +236,13 @@ class Supervisor(Generations):
                 if problem is not None:
                     raise StartError(problem)
                 self.check_binds()
+                self._sweep_caches(remove_own=False)  # roots of instances no longer running
                 for i in range(self.nworkers):
                     self.spawn(i)
                 uvloop.run(self._main())
             finally:
                 self._kill_leftovers()
+                self._sweep_caches(remove_own=True)
                 self.slots.close()
                 if self.admin_sock is not None:
                     self.admin_sock.close()
@@ -247,6 +250,17 @@ class Supervisor(Generations):
             print(f"pyvs: {exc}", file=sys.stderr, flush=True)
             return 1
         return self.exit_code
+
+    def _sweep_caches(self, *, remove_own: bool) -> None:
+        """The shared caches' files (pyvs/accel/shared_store.py): this instance's go
+        at exit; those of instances that are gone, at start."""
+        from pyvs.shared.state import cache_sections
+
+        paths = {section.path for _, section in cache_sections(self.cfg)}
+        if paths:
+            from pyvs.accel.shared_store import sweep_roots
+
+            sweep_roots(paths, os.getpid(), remove_own=remove_own)
 
     def _kill_leftovers(self) -> None:
         """Last resort when the loop itself failed: no worker may outlive ``run()``."""
@@ -592,6 +606,8 @@ class Supervisor(Generations):
                     "restarts": h.restarts,
                     "generation": h.generation,
                     "connections": h.report.get("connections", 0),
+                    **({"cache_hits": sum(c.get("hits", 0) for c in h.report["accel"]["caches"].values())}
+                       if h.report.get("accel", {}).get("caches") else {}),
                 }
                 for h in self.workers.values()
             ],
@@ -600,6 +616,7 @@ class Supervisor(Generations):
                  **({"tls": lc.tls.server.statistics()} if lc.tls is not None else {})} for lc in self.cfg.listeners
             ],
             **agg,
+            **accel_aggregate(reports),  # "caches", "compression" (pyvs/accel)
             "vrrp": self.vrrp_status(),
             "kernel": self.kernel.statistics() if self.kernel is not None else [],
             "persistence": self.persist.statistics() if self.persist is not None else None,

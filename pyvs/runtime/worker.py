@@ -34,6 +34,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from pyvs.accel import report as accel_report
 from pyvs.config.schema import Config
 from pyvs.dns import start_dns
 from pyvs.h2.settings import serves_h2
@@ -192,6 +193,7 @@ class WorkerRuntime:
             "backends": [b.statistics() for b in self.backends.values()],
             "traffic": self.stats.traffic_report(),  # latency, status classes, bytes (pyvs/runtime/stats.py)
             "pageviews": self.pageviews.take() if self.pageviews is not None else None,
+            "accel": accel_report(self.cfg),  # cache and compression counters ({} without them)
         }
 
     async def drain(self, grace: float) -> None:

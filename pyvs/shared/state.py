@@ -28,6 +28,10 @@ words:
     one stick table per backend with table persistence, one bucket table per rate
     limit, one client table per listener with ``max_client_connections``: see
     :mod:`pyvs.shared.zone`.
+``caches``
+    per ``cache`` section: ``CACHE_EPOCHS`` change counters, the store's bytes, keys,
+    evictions and eviction lock, then a table of keys being fetched (collapsing across
+    workers): see :mod:`pyvs.accel.shared_store`, which keeps the objects in files.
 
 A reload builds a new zone for the new generation: counts of requests the old
 generation still finishes are not seen by the new one during the grace period
@@ -37,9 +41,11 @@ hub, which hands every live entry to each new worker.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyvs.shared.zone import Words, Zone, table_capacity, table_words
 
@@ -53,6 +59,10 @@ B_RR, B_TAIL, B_HEAD, B_QUEUED = 0, 1, 2, 3
 HEADER_WORDS = 8
 SWEEP_LIMIT = 4096  # slots looked at per table per sweep
 CLIENT_ENTRIES = 65536  # addresses x workers tracked per listener with max_client_connections
+CACHE_EPOCHS = 64  # change counters per cache store (a key's is hash(key) % 64)
+CACHE_WORDS = CACHE_EPOCHS + 8
+C_BYTES, C_KEYS, C_EVICTIONS, C_EVICTING = CACHE_EPOCHS, CACHE_EPOCHS + 1, CACHE_EPOCHS + 2, CACHE_EPOCHS + 3
+CACHE_FETCHES = 4096  # keys being fetched at once per cache store (request collapsing across workers)
 
 
 def usec(seconds: float) -> int:
@@ -67,6 +77,16 @@ class TableInfo:
     base: int
     capacity: int
     max_entries: int
+
+
+@dataclass(frozen=True)
+class CacheArea:
+    """One ``cache`` section's words and the directory holding its objects."""
+
+    base: int
+    fetches: TableInfo
+    directory: str
+    where: str  # LISTENER, LISTENER.routes[j] or LISTENER.vhosts[i].routes[j]
 
 
 class SharedState:
@@ -119,10 +139,26 @@ class SharedState:
                 cap = table_capacity(CLIENT_ENTRIES)
                 self.clients[lst.name] = TableInfo(pos, cap, CLIENT_ENTRIES)
                 pos += table_words(cap)
+        # cache sections, by the id of the section object (the workers inherit the
+        # config object, so the id is the same there).
+        self.caches: dict[int, CacheArea] = {}
+        root_pid = os.getpid()
+        for where, section in cache_sections(cfg):
+            ident = hashlib.blake2b(f"{where} {section.model_dump_json()}".encode(), digest_size=8).hexdigest()
+            cap = table_capacity(CACHE_FETCHES)
+            self.caches[id(section)] = CacheArea(pos, TableInfo(pos + CACHE_WORDS, cap, CACHE_FETCHES),
+                                                 f"{section.path}/pyvs-cache-{root_pid}/{ident}", where)
+            pos += CACHE_WORDS + table_words(cap)
         self.zone = Zone(pos, implementation=implementation)
-        for t in [*self.sticks.values(), *self.rates.values(), *self.clients.values()]:
+        for t in [*self.sticks.values(), *self.rates.values(), *self.clients.values(),
+                  *(c.fetches for c in self.caches.values())]:
             self.zone.init_table(t.base, t.capacity, t.max_entries)
         self.words: Words = self.zone.words
+        if self.caches:  # a reload keeps an unchanged section's objects: count them for this zone
+            from pyvs.accel.shared_store import adopt
+
+            for area in self.caches.values():
+                adopt(area, self.words)
         self.owner = -1  # set in a worker by attach()
 
     # ------------------------------------------------------------ supervisor
@@ -152,7 +188,8 @@ class SharedState:
         """Remove expired entries from every table (a bounded slice each call)."""
         t = usec(time.monotonic() if now is None else now)
         return sum(self.words.table_sweep(x.base, t, SWEEP_LIMIT)
-                   for x in [*self.sticks.values(), *self.rates.values(), *self.clients.values()])
+                   for x in [*self.sticks.values(), *self.rates.values(), *self.clients.values(),
+                             *(c.fetches for c in self.caches.values())])
 
     def active(self, backend: str, server: str) -> int | None:
         """The instance-wide count of a server (for /status); None when the backend's
@@ -184,6 +221,23 @@ def counts_matter(b: Backend) -> bool:
     load_all()
     cls = REGISTRY.get(parse_spec(b.balance)[0])
     return bool(cls is not None and cls.reads_outstanding) or bool(b.balance_options.get("balance_factor"))
+
+
+def cache_sections(cfg: Config) -> list[tuple[str, Any]]:
+    """Every distinct ``cache`` section of the config, with where it is first written
+    (a route without its own uses its listener's: one store)."""
+    out: dict[int, tuple[str, Any]] = {}
+    for lst in cfg.listeners:
+        if lst.mode != "http":
+            continue
+        if lst.cache is not None:
+            out[id(lst.cache)] = (lst.name, lst.cache)
+        routes = [(f"routes[{j}]", r) for j, r in enumerate(lst.routes)]
+        routes += [(f"vhosts[{i}].routes[{j}]", r) for i, v in enumerate(lst.vhosts) for j, r in enumerate(v.routes)]
+        for where, r in routes:
+            if r.cache is not None and id(r.cache) not in out:
+                out[id(r.cache)] = (f"{lst.name}.{where}", r.cache)
+    return list(out.values())
 
 
 def rate_limits(cfg: Config) -> dict[str, int]:

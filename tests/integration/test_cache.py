@@ -1,5 +1,5 @@
-"""The RAM cache end to end (issue 16): curl and raw clients through one pyvs worker
-(the store is per worker, so one worker makes "the second request hits" exact).
+"""The RAM cache end to end (issue 16): curl and raw clients through pyvs
+(two workers: the store is shared, so "the second request hits" whichever worker takes it).
 The backend counts the requests it gets: a hit never reaches it."""
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ class Origin:
         self.hits: dict[str, int] = {}
         self.release = asyncio.Event()
         self.conditional = 0
+        self.swr_conditional = 0
+        self.swr_release = asyncio.Event()
 
     async def __call__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         while True:
@@ -53,6 +55,15 @@ class Origin:
                 await self.release.wait()  # held until every collapsed client has asked
             if p.startswith("/etag"):
                 extra += b'ETag: "e1"\r\nLast-Modified: Tue, 01 Dec 2026 10:00:00 GMT\r\n'
+            if p.startswith("/swr"):
+                if b'if-none-match: "s1"' in head.lower():
+                    self.swr_conditional += 1
+                    await self.swr_release.wait()  # the stale answer must not wait for this
+                    w.write(b'HTTP/1.1 304 Not Modified\r\nCache-Control: max-age=60\r\nETag: "s1"\r\n\r\n')
+                    await w.drain()
+                    continue
+                cc = b"max-age=1, stale-while-revalidate=30"
+                extra += b'ETag: "s1"\r\nAge: 1\r\n'  # stale at once, within its window
             if p.startswith("/reval"):
                 if b'if-none-match: "r1"' in head.lower():
                     self.conditional += 1
@@ -84,7 +95,7 @@ def rig(loop_thread: LoopThread, tmp_path_factory: pytest.TempPathFactory) -> It
         }],
         "backends": [{"name": "be", "servers": [{"name": "s1", "address": backend.address}]}],
     }
-    p = Pyvs(cfg, tmp_path_factory.mktemp("cache"), workers=1)
+    p = Pyvs(cfg, tmp_path_factory.mktemp("cache"), workers=2)
     yield port, origin, loop_thread
     p.stop()
     backend.close()
@@ -220,9 +231,40 @@ def test_stale_entry_revalidated_with_304(rig: tuple[int, Origin, LoopThread]) -
         assert r.stdout == b"200"
 
 
+def test_stale_while_revalidate_answers_at_once_and_refreshes_in_the_background(
+        rig: tuple[int, Origin, LoopThread]) -> None:
+    port, origin, lt = rig
+    h, first = get(port, "/swr")
+    assert "x-cache: miss" in h
+    for _ in range(3):  # stale: answered from the store while one revalidation is on its way
+        h, body = get(port, "/swr")
+        assert "x-cache: stale" in h and body == first
+    lt.run(wait_for(lambda: origin.swr_conditional == 1))
+
+    async def release() -> None:
+        origin.swr_release.set()
+
+    lt.run(release())
+    for _ in range(200):  # the 304 reaches the store a moment after the release
+        h, body = get(port, "/swr")
+        if "x-cache: stale" not in h:
+            break
+    assert "x-cache: hit" in h and body == first  # refreshed by the 304, same body
+    assert origin.hits["/swr"] == 2 and origin.swr_conditional == 1  # one full fetch, one revalidation
+
+
+async def wait_for(ok: Any, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not ok():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
 def test_purge_through_the_admin_api_reaches_every_worker(loop_thread: LoopThread, tmp_path: Path) -> None:
-    """POST /cache/purge?url=host/path: every worker drops its copy (2 workers, each
-    with its own store): the next request of the URL is a miss wherever it lands."""
+    """One store for the instance (2 workers): an object fetched once is a hit in both
+    workers, /status and /metrics count it, and POST /cache/purge?url=host/path drops it
+    for both: the next request of the URL is one miss wherever it lands."""
     from tests.integration.test_admin_api import api
 
     origin = Origin()
@@ -230,23 +272,54 @@ def test_purge_through_the_admin_api_reaches_every_worker(loop_thread: LoopThrea
     port = free_port()
     cfg: dict[str, Any] = {
         "listeners": [{"name": "web", "bind": [f"127.0.0.1:{port}"], "backend": "be",
-                       "cache": {"size": "1m", "max_object": "64k"}}],
+                       "cache": {"size": "1m", "max_object": "64k", "path": str(tmp_path)}}],
         "backends": [{"name": "be", "servers": [{"name": "s1", "address": backend.address}]}],
     }
-    p = Pyvs(cfg, tmp_path, workers=2)
+    (tmp_path / "run").mkdir()
+    p = Pyvs(cfg, tmp_path / "run", workers=2)
     try:
-        for _ in range(20):  # new connections: both workers store it
-            get(port, "/logo.gif")
-        stored = origin.hits["/logo.gif"]
-        assert 1 <= stored <= 2
+        sent = 0
+        for _ in range(10):  # new connections until each worker has answered hits
+            for _ in range(20):
+                get(port, "/logo.gif")
+                sent += 1
+            status = wait_status(p, lambda s: s.get("caches", {}).get("web", {}).get("hits", 0) == sent - 1)
+            if all(w.get("cache_hits", 0) > 0 for w in status["workers"]):
+                break
+        else:
+            pytest.fail(f"one worker took every connection: {status['workers']}")
+        assert origin.hits["/logo.gif"] == 1  # one fetch for the instance
+        web = status["caches"]["web"]
+        assert web["misses"] == 1 and web["stores"] == 1 and web["entries"] == 1 and web["bytes"] > 0
+        assert web["shared"] is True
+        assert list(tmp_path.glob("pyvs-cache-*/*/*"))  # its file, under cache.path
+        code, text = api(p, "GET", "/metrics")
+        assert code == 200 and f'pyvs_cache_hits_total{{cache="web"}} {sent - 1}' in text, text
         code, body = api(p, "POST", f"/cache/purge?url=127.0.0.1:{port}/logo.gif")
         assert code == 200 and body["ok"], body
         h, _ = get(port, "/logo.gif")
         assert "x-cache: miss" in h
         for _ in range(20):
-            get(port, "/logo.gif")
-        assert stored + 1 <= origin.hits["/logo.gif"] <= stored + 2
+            h, _ = get(port, "/logo.gif")
+            assert "x-cache: hit" in h
+        assert origin.hits["/logo.gif"] == 2
         assert api(p, "POST", "/cache/purge?url=")[0] == 400
     finally:
         p.stop()
         backend.close()
+    assert not list(tmp_path.glob("pyvs-cache-*"))  # the instance's files go with it
+
+
+def wait_status(p: Pyvs, ok: Any, timeout: float = 10.0) -> dict[str, Any]:
+    """/status once ``ok`` holds for it (the workers report once a second)."""
+    import time
+
+    from tests.integration.test_admin_api import api
+
+    deadline = time.monotonic() + timeout
+    while True:
+        code, status = api(p, "GET", "/status")
+        assert code == 200
+        if ok(status) or time.monotonic() > deadline:
+            return status  # type: ignore[no-any-return]
+        time.sleep(0.1)

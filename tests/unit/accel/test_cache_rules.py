@@ -8,6 +8,7 @@ the same filter end to end.
 from __future__ import annotations
 
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from pyvs.config.accel_schema import Cache
 from pyvs.http.h1 import parse_request_head, parse_response_head
 from pyvs.l7.filters.base import Verdict
 from pyvs.l7.request import RequestView
+from tests.unit.accel.sharedkit import shared_stores
 
 T0 = 1_800_000_000.0
 
@@ -72,9 +74,11 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def cache(clock: Clock) -> HttpCache:
-    return HttpCache(Cache(size=100_000, max_object=10_000), clock=clock)
+@pytest.fixture(params=["worker", "shared"])
+def cache(clock: Clock, request: pytest.FixtureRequest, tmp_path: Path) -> HttpCache:
+    """Every rule holds for a worker's own store and for the store the workers share."""
+    store = shared_stores(tmp_path, 1)[0] if request.param == "shared" else None
+    return HttpCache(Cache(size=100_000, max_object=10_000), store=store, clock=clock)
 
 
 def fill(cache: HttpCache, clock: Clock, headers: str, target: str = "/logo.gif", req: str = "") -> None:
