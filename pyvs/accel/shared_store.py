@@ -115,7 +115,8 @@ class SharedStore(CacheStore):
     The inherited ``keys``/``bytes`` are this worker's local copies (bounded by
     ``local``); ``limit`` is the shared store's size."""
 
-    __slots__ = ("_seq", "area", "base", "directory", "local", "stamps", "touch_handle", "touched", "words")
+    __slots__ = ("_seq", "area", "base", "directory", "failures", "local", "stamps", "store_errors", "touch_handle",
+                 "touched", "words")
 
     def __init__(self, area: CacheArea, words: Words, *, size: int, max_object: int, local: int) -> None:
         super().__init__(size, max_object)
@@ -128,6 +129,8 @@ class SharedStore(CacheStore):
         self.touched: set[int] = set()  # hashes of keys hit since the last access-time update
         self.touch_handle: object | None = None
         self._seq = itertools.count()
+        self.failures: set[int | None] = set()  # errnos already logged
+        self.store_errors = 0
 
     # ------------------------------------------------------------ lookups
     def variants(self, key: bytes) -> list[Entry] | None:
@@ -231,7 +234,7 @@ class SharedStore(CacheStore):
                     os.makedirs(os.path.dirname(self.directory), mode=0o700, exist_ok=True)
                     os.makedirs(self.directory, mode=0o700, exist_ok=True)
             except OSError as exc:
-                log.warning("cache %s: cannot store in %s: %s", self.area.where, self.directory, exc.strerror)
+                self._cannot_store(exc)
                 return -1
         try:
             view = memoryview(data)
@@ -242,11 +245,20 @@ class SharedStore(CacheStore):
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            log.warning("cache %s: cannot store in %s: %s", self.area.where, self.directory, exc.strerror)
+            self._cannot_store(exc)
             return -1
         os.close(fd)
         os.replace(tmp, self._path(h))
         return inode
+
+    def _cannot_store(self, exc: OSError) -> None:
+        """Say once per worker and reason that responses go on uncached (tmpfs full,
+        permissions): not once per response."""
+        if exc.errno not in self.failures:
+            self.failures.add(exc.errno)
+            log.warning("cache %s: cannot store in %s: %s; responses go on uncached", self.area.where,
+                        self.directory, exc.strerror)
+        self.store_errors += 1
 
     def invalidate(self, key: bytes) -> int:
         """Drop every variant of ``key`` in every worker; how many there were."""
@@ -383,7 +395,7 @@ class SharedStore(CacheStore):
         return {"hits": self.hits, "misses": self.misses, "stores": self.stores,
                 "evictions": max(0, w.get(base + C_EVICTIONS)), "collapsed": self.collapsed,
                 "entries": max(0, w.get(base + C_KEYS)), "bytes": max(0, w.get(base + C_BYTES)),
-                "local_bytes": self.bytes}
+                "local_bytes": self.bytes, "store_errors": self.store_errors}
 
 
 def adopt(area: CacheArea, words: Words) -> None:

@@ -98,6 +98,11 @@ class Generations:
         except OSError as exc:
             return refused(f"{source}: {why(exc)}")
         old = self.cfg
+        from pyvs.shared.state import cache_sections
+
+        for where, section in cache_sections(new):  # the shared cache's directory (as at start)
+            if not os.path.isdir(section.path):
+                return refused(f"{where}.cache.path: {section.path} is not a directory")
         before = set(self.slots.by_addr)
         problem = self._bind_listeners(new)
         if problem is not None:

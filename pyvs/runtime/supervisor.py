@@ -256,7 +256,12 @@ class Supervisor(Generations):
         at exit; those of instances that are gone, at start."""
         from pyvs.shared.state import cache_sections
 
-        paths = {section.path for _, section in cache_sections(self.cfg)}
+        sections = cache_sections(self.cfg)
+        if not remove_own:
+            for where, section in sections:
+                if not os.path.isdir(section.path):
+                    raise StartError(f"{where}.cache.path: {section.path} is not a directory")
+        paths = {section.path for _, section in sections}
         if paths:
             from pyvs.accel.shared_store import sweep_roots
 

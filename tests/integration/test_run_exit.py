@@ -22,3 +22,17 @@ def test_vrrp_that_cannot_start_makes_run_exit_1(tmp_path: Path) -> None:
                   "virtual_ips": ["10.200.0.1/24"]}],
     }
     assert_failed_start(cfg, tmp_path, "interface 'pyvsnosuch0' does not exist")
+
+
+def test_a_cache_path_that_is_not_a_directory_makes_run_exit_1(tmp_path: Path) -> None:
+    """The shared cache's directory (pyvs/accel/shared_store.py) is checked at start:
+    one line naming the key, exit 1, no process left."""
+    missing = tmp_path / "no-such-dir"
+    cfg = {
+        "global": {"workers": 2},
+        "admin": {"listen": f"127.0.0.1:{free_port()}"},
+        "listeners": [{"name": "web", "bind": [f"127.0.0.1:{free_port()}"], "backend": "be",
+                       "cache": {"path": str(missing)}}],
+        "backends": [{"name": "be", "servers": [{"name": "s1", "address": f"127.0.0.1:{free_port()}"}]}],
+    }
+    assert_failed_start(cfg, tmp_path, f"web.cache.path: {missing} is not a directory")

@@ -133,8 +133,7 @@ def test_a_foreign_or_torn_file_is_a_miss(two: list[SharedStore]) -> None:
     a.put(b"k /x", entry())
     path = a._path(hash(b"k /x") & ((1 << 64) - 1))
     data = Path(path).read_bytes()
-    Path(path).write_bytes(data[: len(data) // 2])
-    a.invalidate(b"nothing")  # moves no counter of k /x: bump it by hand as a writer would
+    Path(path).write_bytes(data[: len(data) // 2])  # in place (pyvs never does): bump its counter as a writer would
     b.words.add(b.base + (hash(b"k /x") & ((1 << 64) - 1)) % 64, 1)
     assert b.variants(b"k /x") is None
     Path(path).write_bytes(b"not a cache file")
@@ -182,3 +181,13 @@ def test_one_fetch_per_key_for_the_instance(two: list[SharedStore]) -> None:
     assert b.fetching_elsewhere(b"k /x") and b.claim_fetch(b"k /other")
     a.release_fetch(b"k /x")
     assert not b.fetching_elsewhere(b"k /x") and b.claim_fetch(b"k /x")
+
+
+def test_a_store_that_cannot_write_says_so_once_and_goes_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (a,) = shared_stores(tmp_path, 1)
+    Path(a.directory).parent.mkdir(parents=True)
+    Path(a.directory).write_text("a file where the directory should be")
+    for i in range(3):
+        a.put(b"k /%d" % i, entry())
+    assert a.variants(b"k /0") is None and a.statistics()["store_errors"] == 3
+    assert len([r for r in caplog.records if "cannot store" in r.getMessage()]) == 1
