@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import time
 from typing import TYPE_CHECKING, Any
@@ -204,6 +205,11 @@ class Generations:
             if zone is not self.shared and not any(w.shared is zone and w.pid for w in
                                                    [*self.workers.values(), *self.retiring]):
                 zone.close()
+                # Cache sections the current config no longer has: their objects go too.
+                kept = {a.directory for a in self.shared.caches.values()}
+                for area in zone.caches.values():
+                    if area.directory not in kept:
+                        shutil.rmtree(area.directory, ignore_errors=True)
 
     async def _after_retire(self, handles: list[WorkerHandle]) -> None:
         """Once the old workers are gone: close the sockets of addresses no longer

@@ -283,7 +283,7 @@ def test_purge_through_the_admin_api_reaches_every_worker(loop_thread: LoopThrea
             for _ in range(20):
                 get(port, "/logo.gif")
                 sent += 1
-            status = wait_status(p, lambda s: s.get("caches", {}).get("web", {}).get("hits", 0) == sent - 1)
+            status = p.wait_status(lambda s: s.get("caches", {}).get("web", {}).get("hits", 0) == sent - 1, 10)
             if all(w.get("cache_hits", 0) > 0 for w in status["workers"]):
                 break
         else:
@@ -310,16 +310,39 @@ def test_purge_through_the_admin_api_reaches_every_worker(loop_thread: LoopThrea
     assert not list(tmp_path.glob("pyvs-cache-*"))  # the instance's files go with it
 
 
-def wait_status(p: Pyvs, ok: Any, timeout: float = 10.0) -> dict[str, Any]:
-    """/status once ``ok`` holds for it (the workers report once a second)."""
-    import time
+def test_a_reload_keeps_an_unchanged_cache_and_drops_a_changed_one(loop_thread: LoopThread, tmp_path: Path) -> None:
+    """A reload that keeps the cache section keeps its objects (a hit right after the
+    reload, no new fetch); one that changes it starts empty, and the old section's files
+    go once the old workers have."""
+    import signal
 
-    from tests.integration.test_admin_api import api
+    import yaml
 
-    deadline = time.monotonic() + timeout
-    while True:
-        code, status = api(p, "GET", "/status")
-        assert code == 200
-        if ok(status) or time.monotonic() > deadline:
-            return status  # type: ignore[no-any-return]
-        time.sleep(0.1)
+    origin = Origin()
+    backend = RawBackend(loop_thread, origin)
+    port = free_port()
+    cfg: dict[str, Any] = {
+        "listeners": [{"name": "web", "bind": [f"127.0.0.1:{port}"], "backend": "be",
+                       "cache": {"size": "1m", "max_object": "64k", "path": str(tmp_path)}}],
+        "backends": [{"name": "be", "servers": [{"name": "s1", "address": backend.address}]}],
+    }
+    (tmp_path / "run").mkdir()
+    p = Pyvs(cfg, tmp_path / "run", workers=2)
+    try:
+        assert "x-cache: miss" in get(port, "/logo.gif")[0]
+        sections = list(tmp_path.glob("pyvs-cache-*/*"))
+        assert len(sections) == 1
+        p.proc.send_signal(signal.SIGHUP)  # the same config
+        p.wait_status(lambda s: s["generation"] == 1 and all(w["ready"] for w in s["workers"]), 20)
+        h, _ = get(port, "/logo.gif")
+        assert "x-cache: hit" in h and origin.hits["/logo.gif"] == 1
+        cfg["listeners"][0]["cache"]["size"] = "2m"
+        p.path.write_text(yaml.safe_dump(p.config))
+        p.proc.send_signal(signal.SIGHUP)
+        p.wait_status(lambda s: s["generation"] == 2 and all(w["ready"] for w in s["workers"]), 20)
+        assert "x-cache: miss" in get(port, "/logo.gif")[0] and origin.hits["/logo.gif"] == 2
+        p.wait_status(lambda s: not s["retiring"] and not sections[0].exists(), 40)
+        assert len(list(tmp_path.glob("pyvs-cache-*/*"))) == 1  # the new section's
+    finally:
+        p.stop()
+        backend.close()
