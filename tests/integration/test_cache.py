@@ -283,7 +283,7 @@ def test_purge_through_the_admin_api_reaches_every_worker(loop_thread: LoopThrea
             for _ in range(20):
                 get(port, "/logo.gif")
                 sent += 1
-            status = p.wait_status(lambda s: s.get("caches", {}).get("web", {}).get("hits", 0) == sent - 1, 10)
+            status = p.wait_status(lambda s, n=sent: s.get("caches", {}).get("web", {}).get("hits", 0) == n - 1, 10)
             if all(w.get("cache_hits", 0) > 0 for w in status["workers"]):
                 break
         else:
