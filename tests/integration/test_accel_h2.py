@@ -110,7 +110,7 @@ def test_shared_cache_serves_h2_clients_on_both_workers(rig: tuple[int, Origin],
     whichever worker their connection reaches (one fetch per Accept-Encoding)."""
     port, origin = rig
     first_head, first = h2get(port, "/cached/page", "Accept-Encoding: gzip", tmp=tmp_path)
-    assert "x-cache: miss" in first_head
+    assert "x-cache: miss" in first_head and gzip.decompress(first) == PAGE
     for _ in range(10):  # a new connection each: both workers see some of them
         head, body = h2get(port, "/cached/page", "Accept-Encoding: gzip", tmp=tmp_path)
         assert "x-cache: hit" in head and "content-encoding: gzip" in head
