@@ -4,7 +4,7 @@ Feeds one keep-alive GET and one small response through H1Connection and a poole
 UpstreamConn per iteration; prints microseconds per request. Use it to see what a
 change to the request path costs before running `make bench`:
 
-    .venv/bin/python bench/micro.py [--profile]
+    .venv/bin/python bench/micro.py [--profile]      (MICRO_POST=1: a small POST instead)
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ listeners: [{name: web, bind: ["127.0.0.1:1"], backend: be}]
 backends: [{name: be, servers: [{name: s1, address: "127.0.0.1:2"}]}]
 """
 REQ = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18080\r\n\r\n"
+# MICRO_POST=1: the http-post scenario's request (bench/post.lua), which takes the general path
+POST = (b"POST / HTTP/1.1\r\nHost: 127.0.0.1:18080\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 26\r\n\r\n" b'{"name":"widget","qty":12}')
 RESP = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 24 Nov 2026 09:00:00 GMT\r\n"
     b"Content-Type: text/plain\r\nContent-Length: 100\r\nConnection: keep-alive\r\n\r\n" + b"x" * 100
@@ -72,12 +75,14 @@ def main() -> None:
     fe.connection_made(FakeTransport(("127.0.0.1", 5555)))  # type: ignore[arg-type]
     conn = UpstreamConn(server, None, rt.sweeper)
     conn.connection_made(FakeTransport())  # type: ignore[arg-type]
+    conn.idle_since = loop.time()  # just used: a POST may take it (UNSAFE_REUSE_MAX_IDLE)
     server.idle.append(conn)  # a pooled keep-alive connection
     n = int(os.environ.get("MICRO_N", "200000"))
+    req = POST if os.environ.get("MICRO_POST") else REQ
 
     def run() -> None:
         for _ in range(n):
-            fe.data_received(REQ)
+            fe.data_received(req)
             conn.data_received(RESP)
             flush()  # one loop iteration per request: the batch never holds more than two writes
 

@@ -122,6 +122,10 @@ class Exchange(UpstreamLeg):
         self.head_at = 0.0
         self.queue_wait = 0.0  # seconds this request waited for a server slot (pyvs/l7/queue.py)
         self.req_buf: list[bytes] | None = None  # body bytes read before a server was ready
+        # Set by the downstream before start(): body bytes came with the head and follow
+        # at once; the request head then waits in head_out to leave with them (_bound).
+        self.body_follows = False
+        self.head_out: bytes | None = None
         self.backend: BackendRuntime | None = None
         self.server: ServerState | None = None
         self.tried: frozenset[int] = frozenset()
@@ -165,7 +169,7 @@ class Exchange(UpstreamLeg):
         short path (bodiless idempotent HTTP/1.1 keep-alive with a Host)."""
         self.head = head
         self.resp_started = False
-        self.req_buf = None
+        self.req_buf = self.head_out = None
         self.last_server = self.resp_head = None
         self.resp_bytes = 0
         self.rid = self.cache_status = b""
@@ -410,6 +414,11 @@ class Exchange(UpstreamLeg):
             data = stage.feed(data, end)
         return data
 
+    def on_trailers(self, lines: bytes) -> None:
+        """The trailer lines of a chunked response decoded for the client (DECODE):
+        dropped here (an HTTP/1.0 client cannot take them); pyvs.h2.stream.H2Exchange
+        sends them to an HTTP/2 client."""
+
     def on_response_end(self, conn: UpstreamConn) -> None:
         if self.up is conn:
             self.up = None
@@ -485,7 +494,7 @@ class Exchange(UpstreamLeg):
         if self.queued is not None:  # answered (or the client left) while waiting for a slot
             self.queued.leave(self)
             self.queued = None
-        self.head = None
+        self.head = self.head_out = None
         self.resp_started = False
         if self.held:  # answered (or the client left) while the body was being collected
             self.held = 0

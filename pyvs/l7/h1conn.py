@@ -60,8 +60,18 @@ from pyvs.runtime.stats import PAIR_LEN, PAIR_RETRIES, observe
 from pyvs.upstream.connection import DECODE, ENCODE, RAW, REBUILT, UpstreamConn
 
 if TYPE_CHECKING:
+    from typing import Any, Protocol
+
     from pyvs.l7.listener import ListenerRuntime
+    from pyvs.logs.access import Observer
     from pyvs.tls.conn import TlsFacts
+
+    class Ending(Protocol):
+        """What :func:`end_request` reads of the downstream whose request ended."""
+
+        ex: Exchange
+        traffic: dict[Any, list[float]]
+        obs: Observer | None
 
 # Client connection phases
 HEAD = 0  # waiting for (the rest of) a request head
@@ -86,6 +96,60 @@ def _incomplete_head_error(data: bytes) -> ProtocolError | None:
     if nl >= 0 and data[nl - 9 : nl - 3] != b" HTTP/":
         return ProtocolError("malformed request line (HTTP/0.9 is not supported)")
     return None
+
+
+def end_request(self: Ending, status: int, now: float, term: str = "") -> None:
+    """The one place a request ends (pyvs.logs.access): counters by listener and
+    server, then the access-log line and the page view when configured. The
+    ``_ended`` method of H1Connection and of an HTTP/2 stream (pyvs.h2.stream)."""
+    ex = self.ex
+    if ex.head is None:
+        # A head that could not be parsed (400, 431) or never came (408): nothing the
+        # exchange holds from an earlier request on this connection is this one's.
+        ex.last_server = None
+        ex.rid = b""
+        ex.view.client_ip = ex.client_ip
+    t = self.traffic.get(ex.last_server)  # WorkerStats.observe, inline: latency by class, bytes
+    if t is None:
+        t = self.traffic[ex.last_server] = [0.0] * PAIR_LEN
+    if ex.head is not None:
+        dur = now - ex.started
+        if ex.attempts > 1:
+            t[PAIR_RETRIES] += ex.attempts - 1
+    else:
+        dur = 0.0
+    observe(t, status, dur, ex.resp_bytes)  # latency bucket of its class, sum, bytes (one C call)
+    obs = self.obs
+    if obs is not None:
+        obs.ended(ex, status, now, dur, term)
+
+
+def half_close(t: asyncio.Transport) -> bool:
+    """The start of a lingering close (H1Connection._close_lingering, an HTTP/2
+    connection's GOAWAY for an error): a FIN now, so that what the client still sends
+    is read and dropped instead of making the kernel reset the answer away; the
+    caller closes after ``LINGER_TIME``. False where the transport cannot half-close
+    (TLS, test fakes): the caller closes at once."""
+    can_write_eof = getattr(t, "can_write_eof", None)  # not every transport has one (fakes)
+    if can_write_eof is None or not can_write_eof():
+        return False
+    t.write_eof()
+    return True
+
+
+def leave_client(lst: ListenerRuntime, key: str) -> None:
+    """Give back a client connection's place in max_client_connections (an HTTP/1
+    connection, or the HTTP/2 connection it became)."""
+    cap = lst.client_cap
+    if cap is not None:
+        cap.leave(key)
+        return
+    table = lst.clients
+    n = table.get(key, 0) - 1
+    if n > 0:
+        table[key] = n
+    else:
+        table.pop(key, None)
 
 
 class H1Connection(asyncio.Protocol):
@@ -332,7 +396,10 @@ class H1Connection(asyncio.Protocol):
             self.req_framer = ChunkedBody(limit=max_body)
         self.phase = BODY
         self.req_ended = False
-        self.ex.start(head, False)
+        ex = self.ex
+        ex.body_follows = end < len(data)
+        ex.start(head, False)
+        ex.body_follows = False
         if self.phase == BODY and not self.closed:
             self._request_body(data, end)
 
@@ -617,11 +684,9 @@ class H1Connection(asyncio.Protocol):
         t = self.transport
         if self.closed or t is None:
             return
-        can_write_eof = getattr(t, "can_write_eof", None)  # not every transport has one (fakes)
-        if can_write_eof is None or not can_write_eof():
+        if not half_close(t):
             self._close()
             return
-        t.write_eof()
         self.phase = LINGER
         self.close_after = True
         self.deadline = self.loop.time() + LINGER_TIME
@@ -651,29 +716,7 @@ class H1Connection(asyncio.Protocol):
                         pass  # already gone: nothing left to reset
             t.abort()
 
-    def _ended(self, status: int, now: float, term: str = "") -> None:
-        """The one place a request ends (pyvs.logs.access): counters by listener and
-        server, then the access-log line and the page view when configured."""
-        ex = self.ex
-        if ex.head is None:
-            # A head that could not be parsed (400, 431) or never came (408): nothing the
-            # exchange holds from an earlier request on this connection is this one's.
-            ex.last_server = None
-            ex.rid = b""
-            ex.view.client_ip = ex.client_ip
-        t = self.traffic.get(ex.last_server)  # WorkerStats.observe, inline: latency by class, bytes
-        if t is None:
-            t = self.traffic[ex.last_server] = [0.0] * PAIR_LEN
-        if ex.head is not None:
-            dur = now - ex.started
-            if ex.attempts > 1:
-                t[PAIR_RETRIES] += ex.attempts - 1
-        else:
-            dur = 0.0
-        observe(t, status, dur, ex.resp_bytes)  # latency bucket of its class, sum, bytes (one C call)
-        obs = self.obs
-        if obs is not None:
-            obs.ended(ex, status, now, dur, term)
+    _ended = end_request
 
     def _admit(self, ip: str) -> bool:
         """max_client_connections: count this connection under ``ip``, or close it."""
@@ -705,13 +748,4 @@ class H1Connection(asyncio.Protocol):
         key = self.client_key
         assert key is not None
         self.client_key = None
-        cap = self.lst.client_cap
-        if cap is not None:
-            cap.leave(key)
-            return
-        table = self.lst.clients
-        n = table.get(key, 0) - 1
-        if n > 0:
-            table[key] = n
-        else:
-            table.pop(key, None)
+        leave_client(self.lst, key)

@@ -54,8 +54,8 @@ class UpstreamLeg:
     its ``__init__``."""
 
     __slots__ = (
-        "add_lines", "attempts", "backend", "batch", "client_ip", "connect_task", "connecting", "down",
-        "fw_plain", "head", "last_server", "loop", "lst", "queue_wait", "queued", "req_buf", "resp_started",
+        "add_lines", "attempts", "backend", "batch", "body_follows", "client_ip", "connect_task", "connecting", "down",
+        "fw_plain", "head", "head_out", "last_server", "loop", "lst", "queue_wait", "queued", "req_buf", "resp_started",
         "route", "sent_at", "server", "started", "tried", "trusted", "up", "worker", "xff_line",
     )
 
@@ -313,6 +313,11 @@ class UpstreamLeg:
         if buf:
             self.req_buf = None
             t.writelines([out, *buf])
+        elif self.body_follows:
+            # The client's body bytes came with the head and are handed over next, in
+            # this same call: head and body leave in one write (one wake-up of the
+            # server, one system call), as HAProxy sends a small POST.
+            self.head_out = out
         else:
             t.write(out)
         if down.req_ended:
@@ -359,6 +364,12 @@ class UpstreamLeg:
             return
         up = self.up
         if up is not None and up.transport is not None:
+            out = self.head_out
+            if out is not None:  # the head waited for these first body bytes (_bound)
+                self.head_out = None
+                up.transport.write(out + chunk if len(chunk) <= 16384 else out)
+                if len(chunk) <= 16384:
+                    return
             up.transport.write(chunk)  # written past the high-water mark too: reading pauses
         else:
             if self.req_buf is None:
@@ -372,6 +383,10 @@ class UpstreamLeg:
             return
         up = self.up
         if up is not None:
+            out = self.head_out
+            if out is not None and up.transport is not None:  # no body byte came after all
+                self.head_out = None
+                up.transport.write(out)
             self.await_response(up)
 
     def upstream_write_blocked(self, blocked: bool) -> None:

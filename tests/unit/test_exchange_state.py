@@ -172,3 +172,28 @@ def test_an_untrusted_peer_cannot_name_another_client(rig: Rig) -> None:
     rig.fe.data_received(b"GET /x HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 192.0.2.9\r\n\r\n")
     head = rig.sent("be2")
     assert b"X-Client" not in head and b"X-Forwarded-For: 127.0.0.1\r\n" in head
+
+
+def test_a_small_post_leaves_in_one_write_with_its_body(rig: Rig) -> None:
+    """Head and body read together go to the server together: one write, one wake-up
+    (the http-post benchmark's request)."""
+    conn = rig.pool("be")
+    conn.idle_since = rig.loop.time()  # just used: a POST may take it
+    rig.fe.data_received(b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello")
+    writes = [e for e in rig.server_t["be"].events if isinstance(e, bytes)]
+    assert len(writes) == 1 and writes[0].endswith(b"\r\n\r\nhello") and writes[0].startswith(b"POST /a ")
+    conn.data_received(OK)
+    rig.rt.batch.flush()
+    assert b"ok" in b"".join(e for e in rig.client.events if isinstance(e, bytes))
+
+
+def test_a_head_without_its_body_is_not_held_back(rig: Rig) -> None:
+    """Expect: 100-continue (or a body still on its way): the head goes at once, or the
+    server would never answer 100 and the client never send its body."""
+    conn = rig.pool("be")
+    conn.idle_since = rig.loop.time()
+    rig.fe.data_received(b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    assert rig.sent("be").startswith(b"POST /a ")
+    rig.fe.data_received(b"hello")
+    assert rig.sent("be").endswith(b"\r\n\r\nhello")
+    assert rig.fe.ex.head_out is None
