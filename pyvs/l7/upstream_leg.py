@@ -72,6 +72,8 @@ class UpstreamLeg:
     route: RouteRuntime | None
     add_lines: list[bytes]
     req_buf: list[bytes] | None
+    body_follows: bool  # the downstream hands body bytes over right after start()
+    head_out: bytes | None  # the request head, waiting to leave with those bytes
     backend: BackendRuntime | None
     server: ServerState | None
     tried: frozenset[int]
