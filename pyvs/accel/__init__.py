@@ -68,8 +68,7 @@ def _new_store(cache: Any) -> Any:
         return CacheStore(cache.size, cache.max_object)
     from pyvs.accel.shared_store import SharedStore
 
-    return SharedStore(area, state.words, size=cache.size, max_object=cache.max_object,  # type: ignore[union-attr]
-                       local=min(cache.local, cache.size))
+    return SharedStore(area, size=cache.size, max_object=cache.max_object, local=min(cache.local, cache.size))
 
 
 _COMPRESSION: list[Any] = []  # every compress filter's counters in this worker
@@ -138,7 +137,8 @@ def parse_purge_url(url: str) -> tuple[str, str, bool]:
 
 
 def purge(msg: dict[str, Any]) -> int:
-    """A ``cache_purge`` message in a worker: drop the URL (or prefix) from every store."""
+    """A ``cache_purge`` message in a worker: drop the URL (or prefix) from every store
+    (a shared store: this worker's copies; the supervisor purges the files)."""
     from pyvs.accel.cache import cache_key
     from pyvs.l7.request import normalise_host
 

@@ -54,7 +54,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pyvs.accel.freshness import current_age, directives, http_date, lifetime, request_wants_fresh, seconds, storable
-from pyvs.http.h1 import LENGTH, strip_hop_fields
+from pyvs.http.h1 import LENGTH, NO_BODY, strip_hop_fields
 from pyvs.l7.filters.base import Filter, Reply, Verdict, drop_length
 from pyvs.l7.request import field_pattern
 
@@ -310,10 +310,13 @@ class Pending:
     """The first miss of a key on its way to the server, and the requests waiting for
     it. ``head`` is None when the first miss is another worker's (a shared store)."""
 
-    __slots__ = ("head", "poll", "timer", "waiters")
+    __slots__ = ("head", "poll", "seen", "timer", "waiters")
 
-    def __init__(self, head: object) -> None:
+    def __init__(self, head: object, seen: object) -> None:
         self.head = head
+        # Our own first miss: its exchange (a poll sees it end without a response).
+        # Another worker's: the key's variants when the wait began (a poll sees them change).
+        self.seen = seen
         self.waiters: list[tuple[FilterExchange, object]] = []
         self.timer: asyncio.TimerHandle | None = None
         self.poll: asyncio.TimerHandle | None = None
@@ -355,20 +358,21 @@ class HttpCache(Filter):
             return Verdict.CONTINUE
         if self._answer(ex, key, req_cc, plain):
             return Verdict.RESPOND
+        down = getattr(ex, "down", None)
+        if getattr(down, "revalidating", False):
+            return Verdict.CONTINUE  # a background revalidation: not a client's miss, never collapsed
         if method == b"GET":
             # Request collapsing: the first miss asks the server, the others wait for it.
             loop = getattr(ex, "loop", None)
-            down = getattr(ex, "down", None)
-            if loop is not None and down is not None and down.req_ended and not getattr(down, "revalidating", False):
+            if loop is not None and down is not None and down.req_ended:
                 pending = self.pending.get(key)
                 if pending is None:
                     if store.claim_fetch(key):  # no other worker is fetching it either
-                        pending = self.pending[key] = Pending(head)
-                        pending.timer = loop.call_later(LOCK_TIMEOUT, self._wake, key, head)
+                        pending = self.pending[key] = Pending(head, ex)
                     else:  # another worker is: wait for what it stores (a poll of the store)
-                        pending = self.pending[key] = Pending(None)
-                        pending.timer = loop.call_later(LOCK_TIMEOUT, self._wake, key, None)
-                        pending.poll = loop.call_later(FETCH_POLL, self._poll, key, loop)
+                        pending = self.pending[key] = Pending(None, store.variants(key))
+                    pending.timer = loop.call_later(LOCK_TIMEOUT, self._wake, key, pending.head)
+                    pending.poll = loop.call_later(FETCH_POLL, self._poll, key, loop)
                 if pending.head is not head:
                     pending.waiters.append((ex, head))
                     store.collapsed += 1
@@ -439,7 +443,8 @@ class HttpCache(Filter):
         the entry forbids serving stale (must-revalidate, proxy-revalidate, s-maxage:
         RFC 9111 4.2.4)."""
         down = getattr(ex, "down", None)
-        if down is None or getattr(down, "revalidating", False):
+        head = ex.head
+        if down is None or getattr(down, "revalidating", False) or head is None or head.framing != NO_BODY:
             return False
         cc = directives(_joined(_CC, b"\r\n" + entry.fields))
         window = seconds(cc.get(b"stale-while-revalidate")) if b"stale-while-revalidate" in cc else None
@@ -448,12 +453,16 @@ class HttpCache(Filter):
         if b"must-revalidate" in cc or b"proxy-revalidate" in cc or b"s-maxage" in cc:
             return False
         store = self.store
-        head = ex.head
-        assert head is not None
         if store.claim_fetch(key):  # else one is on its way already (in this worker or another)
             from pyvs.accel.revalidate import revalidate_in_background
 
-            revalidate_in_background(ex, head.block, lambda: store.release_fetch(key))
+            if entry.etag is not None:
+                validator = b"If-None-Match: " + entry.etag + b"\r\n"
+            elif entry.last_modified is not None:
+                validator = b"If-Modified-Since: " + _format_date(entry.last_modified) + b"\r\n"
+            else:
+                validator = b""  # none: the full response replaces the entry
+            revalidate_in_background(ex, validator, lambda: store.release_fetch(key))
         store.hits += 1
         ex.cache_status = b"STALE"
         xc = b"X-Cache: STALE\r\n" if self.x_cache else b""
@@ -486,15 +495,21 @@ class HttpCache(Filter):
                 ex.resume_request()
 
     def _poll(self, key: bytes, loop: asyncio.AbstractEventLoop) -> None:
-        """Requests waiting for another worker's fetch: answered once its response is
-        stored, sent on once it gave up (its claim is gone)."""
+        """Requests waiting for a fetch. Our own: woken when its exchange ended without
+        a response to store (an error, the client gone). Another worker's: answered
+        once the key's stored variants change, sent on once it gave up (its claim is
+        gone)."""
         pending = self.pending.get(key)
-        if pending is None or pending.head is not None:
+        if pending is None:
             return
-        if self.store.variants(key) is not None or not self.store.fetching_elsewhere(key):
+        if pending.head is not None:
+            if getattr(pending.seen, "head", None) is not pending.head:
+                self._wake(key, pending.head)
+                return
+        elif self.store.variants(key) is not pending.seen or not self.store.fetching_elsewhere(key):
             self._wake(key, None)
-        else:
-            pending.poll = loop.call_later(FETCH_POLL, self._poll, key, loop)
+            return
+        pending.poll = loop.call_later(FETCH_POLL, self._poll, key, loop)
 
     # ------------------------------------------------------------ responses
     def on_response(self, ex: FilterExchange, rh: ResponseHead) -> Verdict:
@@ -558,7 +573,8 @@ class HttpCache(Filter):
         rh.block = b"HTTP/1.1 %d %s\r\n" % (entry.status, REASONS.get(entry.status, b"")) + entry.fields + age + xc
         rh.raw_ok = False
         ex.stage_body(Replay(entry.body))
-        self.store.hits += 1
+        if not getattr(getattr(ex, "down", None), "revalidating", False):
+            self.store.hits += 1
         ex.cache_status = label
         return True
 

@@ -5,13 +5,15 @@ Theory of operation
 -------------------
 When a stale entry may still be served while it is revalidated, the cache answers
 the client at once with the stale response and asks this module to refresh the
-entry. The refresh is an ordinary request through the same listener, route, filters
-and server pool (nginx's ``proxy_cache_background_update`` is a subrequest in the
-same spirit): a :class:`Revalidation` is one more :class:`pyvs.l7.downstream.Downstream`,
-like an HTTP/1 connection or an HTTP/2 stream, whose response body goes nowhere.
-The cache filter recognises it (``revalidating``): it makes the request conditional
-with the entry's validator and neither serves stale nor collapses it; the 304 or the
-new response updates the store as for any request.
+entry. The refresh is the client's request as the route's filters left it (rewritten
+path, added fields), made conditional with the entry's validator, sent through the
+same route, backend and server pool (nginx's ``proxy_cache_background_update`` is a
+subrequest in the same spirit): routing and request filters are not run again
+(:meth:`Exchange.start_filtered`). A :class:`Revalidation` is one more
+:class:`pyvs.l7.downstream.Downstream`, like an HTTP/1 connection or an HTTP/2
+stream, whose response body goes nowhere; the response filters run as for any
+request, so the 304 or the new response updates the store. The cache recognises it
+(``revalidating``) and does not count it as a client's hit or miss.
 
 One revalidation per key for the instance: the cache claims the key's fetch in the
 shared zone before starting one (:meth:`CacheStore.claim_fetch`) and this downstream
@@ -30,8 +32,9 @@ from pyvs.upstream.connection import DECODE, REBUILT
 if TYPE_CHECKING:
     import asyncio
 
-    from pyvs.http.h1 import ResponseHead
+    from pyvs.http.h1 import RequestHead, ResponseHead
     from pyvs.l7.exchange import Exchange
+    from pyvs.l7.listener import RouteRuntime
     from pyvs.upstream.connection import UpstreamConn
 
 log = logging.getLogger("pyvs.cache")
@@ -66,9 +69,9 @@ class Revalidation:
         view.client_ip, view.local_ip, view.scheme = origin.view.client_ip, origin.view.local_ip, origin.view.scheme
         ex.view = view
 
-    def start(self, block: bytes) -> None:
+    def start(self, head: RequestHead, route: RouteRuntime, lines: list[bytes]) -> None:
         try:
-            self.ex.start(parse_request_head(block + b"\r\n"), False)
+            self.ex.start_filtered(head, route, lines)
         except Exception:  # a background request must never hurt the worker
             log.exception("cache: background revalidation failed to start")
             self._finish(0)
@@ -136,8 +139,11 @@ class Revalidation:
         self.abort()
 
 
-def revalidate_in_background(origin: Any, block: bytes, release: Any) -> None:
-    """Start a background revalidation of ``block`` (a GET's request line and fields)
-    on the next loop turn, from the exchange ``origin`` that found the entry stale."""
+def revalidate_in_background(origin: Any, validator: bytes, release: Any) -> None:
+    """Start a background revalidation on the next loop turn, from the exchange
+    ``origin`` that found the entry stale (a bodiless GET, its request filters run):
+    its head and filters' lines as they are now, plus ``validator``."""
+    head = parse_request_head(origin.head.block + b"\r\n")  # a copy: the client's head moves on
+    lines = [*origin.add_lines, validator] if validator else list(origin.add_lines)
     r = Revalidation(origin, release)
-    origin.loop.call_soon(r.start, block)
+    origin.loop.call_soon(r.start, head, origin.route, lines)

@@ -177,13 +177,18 @@ class RuntimeActions:
         self.sup.broadcast({"type": "stick_clear", "backend": backend})
         return {"ok": True, "backend": backend, "cleared": dropped}
 
-    def cache_purge(self, url: str) -> dict[str, Any]:
-        """``POST /cache/purge?url=U``: tell every worker to drop ``U`` from its caches
-        (``U*``: every URL that starts with ``U``). U is ``http://host/path?query`` or
-        ``host/path``. Each worker has its own stores (pyvs/accel/cache.py); the count
-        dropped is not reported back. (The API route and the worker's handling of the
-        ``cache_purge`` message are wired by pyvs/admin/api.py and pyvs/runtime/worker.py.)"""
+    async def cache_purge(self, url: str) -> dict[str, Any]:
+        """``POST /cache/purge?url=U``: drop ``U`` from the caches (``U*``: every URL
+        that starts with ``U``). U is ``http://host/path?query`` or ``host/path``. The
+        supervisor removes the objects from the stores the workers share (a prefix
+        lists the directory: in a thread), which every worker's copies follow; the
+        workers are also told, for their own copies. ``purged``: objects removed."""
+        import asyncio
+
         from pyvs.accel import parse_purge_url
+        from pyvs.accel.cache import cache_key
+        from pyvs.accel.cache_files import purge_files
+        from pyvs.l7.request import normalise_host
 
         if not any(lc.cache is not None or any(r.cache is not None for r in lc.routes)
                    or any(r.cache is not None for v in lc.vhosts for r in v.routes) for lc in self.sup.cfg.listeners):
@@ -192,8 +197,15 @@ class RuntimeActions:
             host, target, prefix = parse_purge_url(url)
         except ValueError as exc:
             raise ActionError(400, str(exc)) from None
+        key = cache_key(normalise_host(host.encode()), target.encode())
+        areas = list(self.sup.shared.caches.values())
+        if prefix:
+            loop = asyncio.get_running_loop()
+            purged = sum([await loop.run_in_executor(None, purge_files, a, key, True) for a in areas])
+        else:
+            purged = sum(purge_files(a, key, False) for a in areas)
         self.sup.broadcast({"type": "cache_purge", "host": host, "target": target, "prefix": prefix})
-        return {"ok": True, "url": url, "prefix": prefix}
+        return {"ok": True, "url": url, "prefix": prefix, "purged": purged}
 
     # ---------------------------------------------------------------- helpers
     def _entry_backend(self, backend: str) -> None:

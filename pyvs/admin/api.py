@@ -249,7 +249,7 @@ def register(app: web.Application, sup: Supervisor, token: bytes | None) -> Runt
         return actions.stick_clear(request.match_info["backend"])
 
     async def purge(request: web.Request) -> dict[str, Any]:
-        return actions.cache_purge(request.query.get("url", ""))
+        return await actions.cache_purge(request.query.get("url", ""))
 
     async def journal(_: web.Request) -> web.Response:
         return web.json_response(list(actions.journal))

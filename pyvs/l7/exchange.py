@@ -234,6 +234,25 @@ class Exchange(UpstreamLeg):
         self.attempts = 0
         self._attempt(backend, head)
 
+    def start_filtered(self, head: RequestHead, route: RouteRuntime, add_lines: list[bytes]) -> None:
+        """A request whose routing and request filters already ran in another exchange
+        (a cache's background revalidation, pyvs/accel/revalidate.py): it goes on as
+        after the filters, with their lines."""
+        self.head = head
+        self.resp_started = False
+        self.req_buf = self.head_out = None
+        self.last_server = self.resp_head = None
+        self.resp_bytes = 0
+        self.rid = self.cache_status = b""
+        self.queue_wait = self.sent_at = self.head_at = 0.0
+        self.add_lines = add_lines
+        self.started = self.loop.time()
+        self.route = route
+        self.backend = route.backend
+        self.attempts = 0
+        self.view.reset(head)
+        self.resume_request()
+
     def resume_request(self) -> None:
         """Go on with a request its last request filter answered WAIT for: what
         ``start`` does after the filters."""

@@ -45,6 +45,7 @@ class Generations:
     health: HealthManager
     persist: Any
     shared: SharedState
+    cache_paths: set[str]  # every cache.path a generation used (removed at exit)
     reload_old: list[WorkerHandle]  # the generation being replaced, while a reload runs
     kernel: Any  # pyvs.l4.kernel.KernelDataPlanes, set when the loop starts
     workers: dict[int, WorkerHandle]
@@ -99,16 +100,25 @@ class Generations:
         except OSError as exc:
             return refused(f"{source}: {why(exc)}")
         old = self.cfg
+        from pyvs.runtime.privileges import resolve
         from pyvs.shared.state import cache_sections
 
         for where, section in cache_sections(new):  # the shared cache's directory (as at start)
             if not os.path.isdir(section.path):
                 return refused(f"{where}.cache.path: {section.path} is not a directory")
+            self.cache_paths.add(section.path)
+        new_shared = SharedState(new, self.nworkers)  # the new generation's zone
+        try:
+            new_shared.open_caches(resolve(new.global_.user, new.global_.group))
+        except ValueError as exc:
+            new_shared.close()
+            return refused(str(exc))
         before = set(self.slots.by_addr)
         problem = self._bind_listeners(new)
         if problem is not None:
             for addr in set(self.slots.by_addr) - before:
                 self.slots.remove(addr)
+            new_shared.close()
             return refused(problem)
         log.info("reload: config %s is valid; starting worker generation %d", source, self.generation + 1)
         notes = carry.compare(old, new)
@@ -118,7 +128,7 @@ class Generations:
         old_workers = self.workers
         self.reload_old = list(old_workers.values())  # still serving: SIGUSR1 reaches them too
         old_shared = self.shared
-        self.shared = SharedState(new, self.nworkers)  # the new generation's zone
+        self.shared = new_shared
         self.generation += 1
         self.workers = {}
         self.cfg = new
@@ -204,7 +214,7 @@ class Generations:
         for zone in {id(h.shared): h.shared for h in handles if h.shared is not None}.values():
             if zone is not self.shared and not any(w.shared is zone and w.pid for w in
                                                    [*self.workers.values(), *self.retiring]):
-                zone.close()
+                zone.close()  # (its cache zones' descriptors too)
                 # Cache sections the current config no longer has: their objects go too.
                 kept = {a.directory for a in self.shared.caches.values()}
                 for area in zone.caches.values():

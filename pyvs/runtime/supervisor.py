@@ -134,6 +134,7 @@ class Supervisor(Generations):
         # Counts, round-robin positions and stick tables every worker of the current
         # generation shares (created before the fork, so each worker maps it).
         self.shared = SharedState(cfg, self.nworkers)
+        self.cache_paths: set[str] = set()  # every cache.path a generation used (removed at exit)
         self.pageviews: Any = None  # pyvs.logs.pageviews.PageViewStore, made by the first report with page views
 
     # ---------------------------------------------------------------- start
@@ -206,7 +207,7 @@ class Supervisor(Generations):
 
                 for h in [*self.workers.values(), *self.retiring, *self.reload_old]:
                     if h.shared is not None and h.shared is not self.shared:
-                        h.shared.zone.close()  # another generation's memfd: not ours to keep
+                        h.shared.close()  # another generation's memfd: not ours to keep
                 attach(self.shared, index)
                 code = run_worker(cfg, index, child, supervisor, mine, ours)
             finally:
@@ -236,13 +237,13 @@ class Supervisor(Generations):
                 if problem is not None:
                     raise StartError(problem)
                 self.check_binds()
-                self._sweep_caches(remove_own=False)  # roots of instances no longer running
+                self._prepare_caches()
                 for i in range(self.nworkers):
                     self.spawn(i)
                 uvloop.run(self._main())
             finally:
                 self._kill_leftovers()
-                self._sweep_caches(remove_own=True)
+                self._remove_caches()
                 self.slots.close()
                 if self.admin_sock is not None:
                     self.admin_sock.close()
@@ -251,21 +252,36 @@ class Supervisor(Generations):
             return 1
         return self.exit_code
 
-    def _sweep_caches(self, *, remove_own: bool) -> None:
-        """The shared caches' files (pyvs/accel/shared_store.py): this instance's go
-        at exit; those of instances that are gone, at start."""
+    def _prepare_caches(self) -> None:
+        """The shared caches' directories (pyvs/accel/cache_files.py): each path must be
+        a directory; roots left by instances no longer running go; this generation's
+        sections are made (before the fork: the workers inherit them)."""
         from pyvs.shared.state import cache_sections
 
         sections = cache_sections(self.cfg)
-        if not remove_own:
-            for where, section in sections:
-                if not os.path.isdir(section.path):
-                    raise StartError(f"{where}.cache.path: {section.path} is not a directory")
-        paths = {section.path for _, section in sections}
-        if paths:
-            from pyvs.accel.shared_store import sweep_roots
+        if not sections:
+            return
+        for where, section in sections:
+            if not os.path.isdir(section.path):
+                raise StartError(f"{where}.cache.path: {section.path} is not a directory")
+        from pyvs.accel.cache_files import sweep_roots
+        from pyvs.runtime.privileges import resolve
 
-            sweep_roots(paths, os.getpid(), remove_own=remove_own)
+        sweep_roots({section.path for _, section in sections}, os.getpid())
+        try:
+            self.shared.open_caches(resolve(self.cfg.global_.user, self.cfg.global_.group))
+        except ValueError as exc:
+            raise StartError(str(exc)) from None
+
+    def _remove_caches(self) -> None:
+        """At exit: this instance's cache objects go, whatever config made them."""
+        from pyvs.shared.state import cache_sections
+
+        paths = {section.path for _, section in cache_sections(self.cfg)} | self.cache_paths
+        if paths:
+            from pyvs.accel.cache_files import remove_root
+
+            remove_root(paths, os.getpid())
 
     def _kill_leftovers(self) -> None:
         """Last resort when the loop itself failed: no worker may outlive ``run()``."""

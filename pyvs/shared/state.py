@@ -28,10 +28,10 @@ words:
     one stick table per backend with table persistence, one bucket table per rate
     limit, one client table per listener with ``max_client_connections``: see
     :mod:`pyvs.shared.zone`.
-``caches``
-    per ``cache`` section: ``CACHE_EPOCHS`` change counters, the store's bytes, keys,
-    evictions and eviction lock, then a table of keys being fetched (collapsing across
-    workers): see :mod:`pyvs.accel.shared_store`, which keeps the objects in files.
+
+The ``cache`` sections keep their words in a zone of their own, a file of their
+directory that every generation maps (:mod:`pyvs.accel.cache_files`): the supervisor
+opens them with :meth:`SharedState.open_caches` before forking a generation.
 
 A reload builds a new zone for the new generation: counts of requests the old
 generation still finishes are not seen by the new one during the grace period
@@ -41,7 +41,6 @@ hub, which hands every live entry to each new worker.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -59,10 +58,6 @@ B_RR, B_TAIL, B_HEAD, B_QUEUED = 0, 1, 2, 3
 HEADER_WORDS = 8
 SWEEP_LIMIT = 4096  # slots looked at per table per sweep
 CLIENT_ENTRIES = 65536  # addresses x workers tracked per listener with max_client_connections
-CACHE_EPOCHS = 64  # change counters per cache store (a key's is hash(key) % 64)
-CACHE_WORDS = CACHE_EPOCHS + 8
-C_BYTES, C_KEYS, C_EVICTIONS, C_EVICTING = CACHE_EPOCHS, CACHE_EPOCHS + 1, CACHE_EPOCHS + 2, CACHE_EPOCHS + 3
-CACHE_FETCHES = 4096  # keys being fetched at once per cache store (request collapsing across workers)
 
 
 def usec(seconds: float) -> int:
@@ -77,16 +72,6 @@ class TableInfo:
     base: int
     capacity: int
     max_entries: int
-
-
-@dataclass(frozen=True)
-class CacheArea:
-    """One ``cache`` section's words and the directory holding its objects."""
-
-    base: int
-    fetches: TableInfo
-    directory: str
-    where: str  # LISTENER, LISTENER.routes[j] or LISTENER.vhosts[i].routes[j]
 
 
 class SharedState:
@@ -139,26 +124,29 @@ class SharedState:
                 cap = table_capacity(CLIENT_ENTRIES)
                 self.clients[lst.name] = TableInfo(pos, cap, CLIENT_ENTRIES)
                 pos += table_words(cap)
-        # cache sections, by the id of the section object (the workers inherit the
-        # config object, so the id is the same there).
-        self.caches: dict[int, CacheArea] = {}
-        root_pid = os.getpid()
-        for where, section in cache_sections(cfg):
-            ident = hashlib.blake2b(f"{where} {section.model_dump_json()}".encode(), digest_size=8).hexdigest()
-            cap = table_capacity(CACHE_FETCHES)
-            self.caches[id(section)] = CacheArea(pos, TableInfo(pos + CACHE_WORDS, cap, CACHE_FETCHES),
-                                                 f"{section.path}/pyvs-cache-{root_pid}/{ident}", where)
-            pos += CACHE_WORDS + table_words(cap)
         self.zone = Zone(pos, implementation=implementation)
-        for t in [*self.sticks.values(), *self.rates.values(), *self.clients.values(),
-                  *(c.fetches for c in self.caches.values())]:
+        for t in [*self.sticks.values(), *self.rates.values(), *self.clients.values()]:
             self.zone.init_table(t.base, t.capacity, t.max_entries)
         self.words: Words = self.zone.words
-        if self.caches:  # a reload keeps an unchanged section's objects: count them for this zone
-            from pyvs.accel.shared_store import adopt
+        self.cfg = cfg
+        # cache sections (pyvs/accel/cache_files.py), by the id of the section object:
+        # the workers inherit the config object, so the id is the same there.
+        self.caches: dict[int, Any] = {}
 
-            for area in self.caches.values():
-                adopt(area, self.words)
+    def open_caches(self, identity: Any) -> None:
+        """Create or find every cache section's directory and zone (the supervisor,
+        before forking the generation; ``identity``: the workers' user, or None).
+        ValueError or OSError says what is wrong."""
+        sections = cache_sections(self.cfg)
+        if not sections:
+            return
+        from pyvs.accel.cache_files import open_section
+
+        for where, section in sections:
+            try:
+                self.caches[id(section)] = open_section(where, section, os.getpid(), identity)
+            except OSError as exc:
+                raise ValueError(f"{where}.cache.path: {section.path}: {exc.strerror}") from None
         self.owner = -1  # set in a worker by attach()
 
     # ------------------------------------------------------------ supervisor
@@ -181,15 +169,20 @@ class SharedState:
         return total
 
     def close(self) -> None:
-        """This generation is gone: give its memory back (pyvs/shared/zone.py)."""
+        """This generation is gone: give its memory back (pyvs/shared/zone.py), and
+        its descriptors of the cache sections' zones (the files stay)."""
         self.zone.close()
+        for area in self.caches.values():
+            area.zone.close()
 
     def sweep(self, now: float | None = None) -> int:
         """Remove expired entries from every table (a bounded slice each call)."""
         t = usec(time.monotonic() if now is None else now)
-        return sum(self.words.table_sweep(x.base, t, SWEEP_LIMIT)
-                   for x in [*self.sticks.values(), *self.rates.values(), *self.clients.values(),
-                             *(c.fetches for c in self.caches.values())])
+        swept: int = sum(self.words.table_sweep(x.base, t, SWEEP_LIMIT)
+                         for x in [*self.sticks.values(), *self.rates.values(), *self.clients.values()])
+        for area in self.caches.values():  # fetches under way (pyvs/accel/cache_files.py)
+            swept += area.zone.words.table_sweep(area.fetches.base, t, SWEEP_LIMIT)
+        return swept
 
     def active(self, backend: str, server: str) -> int | None:
         """The instance-wide count of a server (for /status); None when the backend's

@@ -77,11 +77,20 @@ def table_capacity(max_entries: int) -> int:
 
 
 class Zone:
-    """``nwords`` int64 words of shared memory and the implementation that updates them."""
+    """``nwords`` int64 words of shared memory and the implementation that updates them.
 
-    def __init__(self, nwords: int, *, implementation: str | None = None) -> None:
+    ``path``: the words live in that file instead of a memfd (created zeroed when it
+    does not exist; ``self.created`` says so), so that every process mapping the file
+    shares them, whichever generation forked it (the cache's, pyvs/accel/shared_store.py)."""
+
+    def __init__(self, nwords: int, *, implementation: str | None = None, path: str | None = None) -> None:
         size = max(nwords, 1) * 8
-        self.fd = os.memfd_create("pyvs-zone", os.MFD_CLOEXEC)
+        self.created = True
+        if path is None:
+            self.fd = os.memfd_create("pyvs-zone", os.MFD_CLOEXEC)
+        else:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            self.created = os.fstat(self.fd).st_size < size
         os.ftruncate(self.fd, size)
         self.map = mmap.mmap(self.fd, size)
         self.nwords = nwords

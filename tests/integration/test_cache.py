@@ -346,3 +346,102 @@ def test_a_reload_keeps_an_unchanged_cache_and_drops_a_changed_one(loop_thread: 
     finally:
         p.stop()
         backend.close()
+
+
+def test_background_revalidation_follows_the_rewritten_request(loop_thread: LoopThread, tmp_path: Path) -> None:
+    """A route that rewrites the path: the background request of stale-while-revalidate
+    is the request as the route's filters left it, to the route's own backend (not
+    routed again: the rewritten path would match another route)."""
+    a, b = Origin(), Origin()
+    be_a, be_b = RawBackend(loop_thread, a), RawBackend(loop_thread, b)
+    port = free_port()
+    cfg: dict[str, Any] = {
+        "listeners": [{"name": "web", "bind": [f"127.0.0.1:{port}"],
+                       "cache": {"size": "1m", "max_object": "64k", "path": str(tmp_path)},
+                       "routes": [{"match": {"path_prefix": "/api/"}, "backend": "a",
+                                   "rewrite": {"strip_prefix": "/api"}},
+                                  {"backend": "b"}]}],
+        "backends": [{"name": "a", "servers": [{"name": "a1", "address": be_a.address}]},
+                     {"name": "b", "servers": [{"name": "b1", "address": be_b.address}]}],
+    }
+    (tmp_path / "run").mkdir()
+    p = Pyvs(cfg, tmp_path / "run", workers=2)
+    try:
+        h, first = get(port, "/api/swr")
+        assert "x-cache: miss" in h and a.hits == {"/swr": 1}
+        h, body = get(port, "/api/swr")
+        assert "x-cache: stale" in h and body == first
+        loop_thread.run(wait_for(lambda: a.swr_conditional == 1))
+
+        async def release() -> None:
+            a.swr_release.set()
+
+        loop_thread.run(release())
+        for _ in range(200):
+            h, body = get(port, "/api/swr")
+            if "x-cache: stale" not in h:
+                break
+        assert "x-cache: hit" in h and body == first
+        assert a.hits == {"/swr": 2} and b.hits == {}  # the revalidation went to a, as /swr
+    finally:
+        p.stop()
+        be_a.close()
+        be_b.close()
+
+
+def test_a_first_miss_that_fails_does_not_hold_the_next_requests(loop_thread: LoopThread, tmp_path: Path) -> None:
+    """The server is down: each request gets its 502 at once, in either worker. (The
+    first miss's fetch claim goes with its exchange, not after the 5 s lock timeout.)"""
+    import time
+
+    port = free_port()
+    cfg: dict[str, Any] = {
+        "listeners": [{"name": "web", "bind": [f"127.0.0.1:{port}"], "backend": "be",
+                       "cache": {"size": "1m", "path": str(tmp_path)}}],
+        "backends": [{"name": "be", "retries": 0,
+                      "servers": [{"name": "s1", "address": f"127.0.0.1:{free_port()}"}]}],
+    }
+    (tmp_path / "run").mkdir()
+    p = Pyvs(cfg, tmp_path / "run", workers=2)
+    try:
+        started = time.monotonic()
+        for _ in range(6):
+            r = curl("-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/down")
+            assert r.stdout == b"502"
+        assert time.monotonic() - started < 4.0  # a held claim would make one of them wait 5 s
+    finally:
+        p.stop()
+
+
+def test_workers_that_dropped_root_share_the_store(loop_thread: LoopThread, tmp_path: Path) -> None:
+    """global.user: the supervisor (root) makes the directories for the workers' user;
+    their objects are theirs, a hit in one worker is one in the other, and the root
+    goes when pyvs exits."""
+    import os
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.fail("this test drops root: the suite runs as root (make test under sudo)")
+    nobody = pwd.getpwnam("nobody")
+    origin = Origin()
+    backend = RawBackend(loop_thread, origin)
+    port = free_port()
+    cfg: dict[str, Any] = {
+        "global": {"user": "nobody"},
+        "listeners": [{"name": "web", "bind": [f"127.0.0.1:{port}"], "backend": "be",
+                       "cache": {"size": "1m"}}],  # the default path, /dev/shm: nobody can reach it
+        "backends": [{"name": "be", "servers": [{"name": "s1", "address": backend.address}]}],
+    }
+    p = Pyvs(cfg, tmp_path, workers=2)
+    root = Path(f"/dev/shm/pyvs-cache-{p.proc.pid}")
+    try:
+        for _ in range(10):
+            get(port, "/logo.gif")
+        assert origin.hits["/logo.gif"] == 1
+        objects = [f for f in root.glob("*/*") if not f.name.startswith(".")]
+        assert len(objects) == 1 and objects[0].stat().st_uid == nobody.pw_uid
+        assert root.stat().st_uid == nobody.pw_uid and root.stat().st_mode & 0o777 == 0o700
+    finally:
+        p.stop()
+        backend.close()
+    assert not root.exists()

@@ -391,6 +391,11 @@ def test_purge_by_url_and_prefix(cache: HttpCache, clock: Clock) -> None:
     try:
         assert purge({"host": "example.com", "target": "/logo.gif", "prefix": False}) == 1
         assert purge({"host": "example.com", "target": "/img/", "prefix": True}) == 2
+        area = getattr(cache.store, "area", None)
+        if area is not None:  # a shared store: the files are the supervisor's part (Actions.cache_purge)
+            from pyvs.accel.cache_files import purge_files
+
+            assert purge_files(area, b"example.com /img/", True) == 2
     finally:
         del _STORES[-1]
     assert not request(cache, "/logo.gif").hit and not request(cache, "/img/a").hit  # type: ignore[attr-defined]

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from pyvs.accel.cache import Entry
-from pyvs.accel.shared_store import SharedStore, adopt, decode, encode, sweep_roots
-from pyvs.shared.state import C_BYTES, C_KEYS
+from pyvs.accel.cache_files import C_BYTES, C_KEYS, decode, encode, open_section, purge_files, sweep_roots
+from pyvs.accel.shared_store import SharedStore
+from pyvs.config.accel_schema import Cache
 from tests.unit.accel.sharedkit import shared_area, shared_stores
 
 T0 = 1_800_000_000.0
@@ -86,14 +88,15 @@ def test_purge_by_prefix_reaches_every_worker(two: list[SharedStore]) -> None:
     for t in (b"/img/1", b"/img/2", b"/css/1"):
         a.put(b"example.com " + t, entry())
         assert b.variants(b"example.com " + t) is not None
-    assert b.purge(b"example.com /img/") == 2
+    assert purge_files(a.area, b"example.com /img/", True) == 2  # the supervisor's part
+    assert purge_files(a.area, b"example.com /css/", False) == 0  # exact: no such key
     assert a.variants(b"example.com /img/1") is None and b.variants(b"example.com /img/2") is None
     assert a.variants(b"example.com /css/1") is not None
     assert a.statistics()["entries"] == 1
 
 
 def test_total_bytes_stay_bounded_and_the_least_recently_used_go(tmp_path: Path) -> None:
-    a, b = shared_stores(tmp_path, 2, size=4 * 1400, max_object=2000, local=0)
+    a, b = shared_stores(tmp_path, 2, size=4 * 4096, max_object=2000, local=0)
     for i in range(3):
         a.put(b"k /%d" % i, entry(b"y" * 1000))
         os.utime(a._path(hash(b"k /%d" % i) & ((1 << 64) - 1)), ns=(i * 10**9, i * 10**9))  # distinct ages
@@ -102,7 +105,7 @@ def test_total_bytes_stay_bounded_and_the_least_recently_used_go(tmp_path: Path)
     for i in range(3, 6):
         a.put(b"k /%d" % i, entry(b"y" * 1000))
     st = a.statistics()
-    assert st["bytes"] <= 4 * 1400 and st["evictions"] >= 1
+    assert st["bytes"] <= 4 * 4096 and st["evictions"] >= 1  # counted in pages, as tmpfs charges
     assert b.variants(b"k /0") is not None  # used recently: kept
     assert b.variants(b"k /1") is None  # least recently used: evicted first
     assert a.variants(b"k /5") is not None  # the newest
@@ -116,16 +119,19 @@ def test_local_copies_are_bounded_by_local(tmp_path: Path) -> None:
     assert a.variants(b"k /0") is not None  # still in the shared store: read again
 
 
-def test_counts_follow_the_files_and_adopt_recounts(tmp_path: Path) -> None:
-    area, zone = shared_area(tmp_path)
-    a = SharedStore(area, zone.words, size=100_000, max_object=10_000, local=100_000)
+def test_counts_follow_the_files_and_a_reload_keeps_them(tmp_path: Path) -> None:
+    area = shared_area(tmp_path)
+    a = SharedStore(area, size=100_000, max_object=10_000, local=100_000)
     a.put(b"k /1", entry())
     a.put(b"k /2", entry())
-    size = sum(p.stat().st_size for p in Path(area.directory).iterdir())
-    assert zone.words.get(C_BYTES) == size and zone.words.get(C_KEYS) == 2
-    _, zone2 = shared_area(tmp_path)  # a reload: a new zone over the same directory
-    adopt(area, zone2.words)
-    assert zone2.words.get(C_BYTES) == size and zone2.words.get(C_KEYS) == 2
+    pages = sum(p.stat().st_blocks * 512 for p in Path(area.directory).iterdir() if not p.name.startswith("."))
+    assert area.zone.words.get(C_BYTES) == pages and area.zone.words.get(C_KEYS) == 2
+    again = shared_area(tmp_path)  # a reload: the same section, mapped anew by the next generation
+    assert again.directory == area.directory and again.zone.words.get(C_KEYS) == 2
+    b = SharedStore(again, size=100_000, max_object=10_000, local=100_000)
+    assert b.variants(b"k /1") is not None
+    b.invalidate(b"k /1")  # a change by the new generation reaches a copy of the old one
+    assert a.variants(b"k /1") is None and area.zone.words.get(C_KEYS) == 1
 
 
 def test_a_foreign_or_torn_file_is_a_miss(two: list[SharedStore]) -> None:
@@ -134,7 +140,7 @@ def test_a_foreign_or_torn_file_is_a_miss(two: list[SharedStore]) -> None:
     path = a._path(hash(b"k /x") & ((1 << 64) - 1))
     data = Path(path).read_bytes()
     Path(path).write_bytes(data[: len(data) // 2])  # in place (pyvs never does): bump its counter as a writer would
-    b.words.add(b.base + (hash(b"k /x") & ((1 << 64) - 1)) % 64, 1)
+    b.words.add((hash(b"k /x") & ((1 << 64) - 1)) % 64, 1)
     assert b.variants(b"k /x") is None
     Path(path).write_bytes(b"not a cache file")
     assert decode(b"not a cache file") is None and b.variants(b"k /x") is None
@@ -161,18 +167,25 @@ def test_encode_decode_round_trip() -> None:
 def test_roots_of_dead_instances_are_swept(tmp_path: Path) -> None:
     proc = subprocess.Popen(["sleep", "30"])
     try:
-        gone_pid = 2**22 + 12345  # above the default pid_max: never a live process
+        gone_pid = 2**22 + 12345  # above the largest pid_max: never a live process
         for pid in (gone_pid, proc.pid, os.getpid()):
             (tmp_path / f"pyvs-cache-{pid}" / "s").mkdir(parents=True)
         (tmp_path / "unrelated").mkdir()
-        sweep_roots({str(tmp_path)}, os.getpid())
+        sweep_roots({str(tmp_path)}, os.getpid())  # at start: a root with our own pid is a previous life's
         left = sorted(p.name for p in tmp_path.iterdir())
-        assert left == sorted(["unrelated", f"pyvs-cache-{proc.pid}", f"pyvs-cache-{os.getpid()}"])
-        sweep_roots({str(tmp_path)}, os.getpid(), remove_own=True)
-        assert not (tmp_path / f"pyvs-cache-{os.getpid()}").exists()
+        assert left == sorted(["unrelated", f"pyvs-cache-{proc.pid}"])
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_root_someone_else_made_is_refused(tmp_path: Path) -> None:
+    """The root's name is predictable: one made beforehand by another user (or with
+    another mode) must not be used, or they could plant objects."""
+    (tmp_path / "pyvs-cache-1").mkdir(mode=0o777)
+    os.chmod(tmp_path / "pyvs-cache-1", 0o777)
+    with pytest.raises(ValueError, match="not this instance's own"):
+        open_section("web", Cache(path=str(tmp_path)), 1, None)
 
 
 def test_one_fetch_per_key_for_the_instance(two: list[SharedStore]) -> None:
@@ -185,9 +198,21 @@ def test_one_fetch_per_key_for_the_instance(two: list[SharedStore]) -> None:
 
 def test_a_store_that_cannot_write_says_so_once_and_goes_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (a,) = shared_stores(tmp_path, 1)
-    Path(a.directory).parent.mkdir(parents=True)
+    Path(a.directory, ".zone").unlink()  # (its mapping stays)
+    Path(a.directory).rmdir()
     Path(a.directory).write_text("a file where the directory should be")
     for i in range(3):
         a.put(b"k /%d" % i, entry())
     assert a.variants(b"k /0") is None and a.statistics()["store_errors"] == 3
     assert len([r for r in caplog.records if "cannot store" in r.getMessage()]) == 1
+
+
+def test_a_fetch_claim_of_a_dead_worker_is_taken_over(two: list[SharedStore]) -> None:
+    """A worker killed while fetching leaves its claim: others must not wait for it
+    (nor keep it alive by trying to claim it)."""
+    a, b = two
+    dead = 2**22 + 77  # above the largest pid_max: never a live process
+    w, base, tag = a.words, a.area.fetches.base, (hash(b"k /x") & ((1 << 63) - 1)) or 1
+    assert w.table_claim(base, tag, dead << 32, int(time.monotonic() * 1e6), 5_000_000, -1) == dead << 32
+    assert not b.fetching_elsewhere(b"k /x")
+    assert b.claim_fetch(b"k /x") and not a.claim_fetch(b"k /x")
