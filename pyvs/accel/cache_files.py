@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import marshal
 import os
 import shutil
@@ -41,6 +42,8 @@ from pyvs.shared.zone import Zone, table_capacity, table_words
 
 if TYPE_CHECKING:
     from pyvs.runtime.privileges import Identity
+
+log = logging.getLogger("pyvs.cache")
 
 CACHE_EPOCHS = 64  # change counters per section (a key's is hash(key) % 64)
 C_BYTES, C_KEYS, C_EVICTIONS, C_EVICTING = CACHE_EPOCHS, CACHE_EPOCHS + 1, CACHE_EPOCHS + 2, CACHE_EPOCHS + 3
@@ -70,6 +73,10 @@ def open_section(where: str, section: Any, pid: int, identity: Identity | None) 
     supervisor before the fork. ValueError names what is wrong."""
     uid = identity.uid if identity is not None else os.geteuid()
     gid = identity.gid if identity is not None else os.getegid()
+    fs = os.statvfs(section.path)
+    if fs.f_bavail * fs.f_frsize < section.size:  # a container's /dev/shm is often 64 MiB
+        log.warning("%s.cache: %s has %d MiB free, less than size (%d MiB): stores will fail when it is full",
+                    where, section.path, fs.f_bavail * fs.f_frsize >> 20, section.size >> 20)
     root = root_of(section.path, pid)
     _private_dir(root, uid, gid)
     ident = hashlib.blake2b(f"{where} {uid} {section.model_dump_json()}".encode(), digest_size=8).hexdigest()
