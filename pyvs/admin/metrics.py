@@ -85,6 +85,9 @@ def render(status: dict[str, Any], extra: str = "") -> str:
     out.add("pyvs_workers", "", sum(1 for w in status.get("workers", []) if w.get("pid")))
     out.family("pyvs_client_connections", "gauge", "Client connections open now (all workers).")
     out.add("pyvs_client_connections", "", sum(int(w.get("connections", 0)) for w in status.get("workers", [])))
+    out.family("pyvs_h2_connections", "gauge", "HTTP/2 client connections open now (all workers).")
+    h2_open = int(totals.get("h2_connections", 0)) - int(totals.get("h2_connections_closed", 0))
+    out.add("pyvs_h2_connections", "", h2_open)
     if totals.get("reuse_ratio") is not None:
         out.family("pyvs_requests_per_backend_connection", "gauge",
                    "Requests sent per server connection opened (connection reuse).")

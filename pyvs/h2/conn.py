@@ -1,11 +1,12 @@
-"""The HTTP/2 client connection: the ``h2`` state machine and its streams.
+"""The HTTP/2 client connection: its codec, its streams, floods and GOAWAY.
 
 Theory of operation
 -------------------
 An :class:`H2ServerConnection` is the asyncio protocol of one client connection that
 speaks HTTP/2 (handed over by :mod:`pyvs.h2.detect` after the h2c preface or ALPN
-``h2``). It owns the sans-I/O ``h2.connection.H2Connection``: bytes in, events out;
-frames out through ``data_to_send``, written once per batch of events. Each request
+``h2``). It is an :class:`pyvs.h2.codec.H2Codec` (sans-I/O framing: bytes in, calls on the
+hooks below out; frames queued and written once per event-loop iteration, so the
+responses of many streams finished in one iteration leave in one write). Each request
 stream is an :class:`pyvs.h2.stream.H2Stream` with its own exchange; this class only
 routes events to streams and keeps what is connection-wide:
 
@@ -16,17 +17,18 @@ routes events to streams and keeps what is connection-wide:
 - **flow control in**: bytes are acknowledged per stream (``ack``) when the stream
   has passed them on; the connection window is raised once at the start
   (``connection_window_size``) so that one slow upload does not stall the others.
-- **limits**: SETTINGS_MAX_CONCURRENT_STREAMS, SETTINGS_MAX_HEADER_LIST_SIZE (the
-  listener's ``max_header_size``) and frame size are enforced by ``h2``; floods are
+- **limits**: SETTINGS_MAX_CONCURRENT_STREAMS (a stream over it is refused with
+  RST_STREAM REFUSED_STREAM), SETTINGS_MAX_HEADER_LIST_SIZE (the listener's
+  ``max_header_size``: 431) and frame size are enforced by the codec; floods are
   counted by :class:`pyvs.h2.guard.FloodGuard` and end in GOAWAY
   ENHANCE_YOUR_CALM. A protocol error ends the connection with GOAWAY
   PROTOCOL_ERROR. Nothing of it touches another connection.
 - **graceful stop** (worker drain, reload, idle timeout): GOAWAY NO_ERROR naming the
   last stream taken; streams under way finish, later ones are refused
   (REFUSED_STREAM, which clients retry elsewhere), and the connection closes when
-  the last stream is done. The frame is written directly (``h2`` would refuse to
-  send anything after its own ``close_connection``).
+  the last stream is done.
 """
+
 
 from __future__ import annotations
 
@@ -34,15 +36,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
-import h2.settings
-from hyperframe.frame import GoAwayFrame
-
+from pyvs.h2.codec import ENHANCE_YOUR_CALM, REFUSED_STREAM, H2Codec, H2Failure
 from pyvs.h2.guard import CONTROL, EMPTY, NAMES, RESETS, FloodGuard
-from pyvs.h2.stream import REFUSED_STREAM, H2Stream
+from pyvs.h2.headerblock import Fields
+from pyvs.h2.stream import H2Stream
+from pyvs.l7.h1conn import LINGER_TIME, half_close, leave_client
 
 if TYPE_CHECKING:
     from pyvs.l7.exchange import Exchange
@@ -51,17 +49,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyvs.h2")
 
-# GOAWAY codes (RFC 9113 7)
-PROTOCOL_ERROR = 1
-ENHANCE_YOUR_CALM = 11
-
-_S = h2.settings.SettingCodes
-# Seconds a connection closed for an error keeps reading (and dropping) the client's
-# bytes after its GOAWAY and FIN, so that the close does not reset the GOAWAY away.
-LINGER = 2.0
+# Finished streams kept per connection for reuse: up to the concurrent streams it
+# allows (a client that keeps 100 streams in flight reuses them all), at most this.
+SPARES = 128
 
 
-class H2ServerConnection(asyncio.Protocol):
+class H2ServerConnection(asyncio.Protocol, H2Codec):
     """Server side of one HTTP/2 client connection (see the module docstring)."""
 
     # worker.drain tells the two kinds of client connection apart by this (an
@@ -88,25 +81,22 @@ class H2ServerConnection(asyncio.Protocol):
                                 limits.max_empty_frames)
         self.traffic = w.stats.traffic(lst.name)
         self.obs = w.observers.get(lst.name)
-        config = h2.config.H2Configuration(
-            client_side=False, header_encoding=None, validate_inbound_headers=True,
-            normalize_inbound_headers=False, validate_outbound_headers=False, normalize_outbound_headers=False,
-        )
-        self.h2 = c = h2.connection.H2Connection(config=config)
-        c.local_settings = h2.settings.Settings(client=False, initial_values={
-            _S.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
-            _S.MAX_HEADER_LIST_SIZE: lst.max_head,
-            _S.INITIAL_WINDOW_SIZE: limits.initial_window_size,
-            _S.MAX_FRAME_SIZE: limits.max_frame_size,
-        })
-        self.conn_window = limits.connection_window_size
+        self.codec_init(limits.max_concurrent_streams, limits.initial_window_size, limits.connection_window_size,
+                        limits.max_frame_size, lst.max_head)
         self.streams: dict[int, H2Stream] = {}
         self.transport: asyncio.Transport | None = None
         self.write_blocked = False
         self.closed = False
         self.goaway_sent = False
+        self.peer_goaway = False  # the client said GOAWAY: close once its streams are done
         self.last_sid = 0
         self.deadline = 0.0
+        self.flush_pending = False
+        # Request text by decoded field list (pyvs.h2.stream.H2Stream.start), and
+        # finished streams kept for reuse (with their exchanges).
+        self.req_cache: dict[int, tuple[Fields, bool, bytes, bool]] = {}
+        self.spares: list[H2Stream] = []
+        self.max_spares = min(SPARES, limits.max_concurrent_streams)
 
     # ------------------------------------------------------------ asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -114,11 +104,8 @@ class H2ServerConnection(asyncio.Protocol):
         w = self.worker
         w.connections.add(self)
         w.sweeper.add(self)
-        c = self.h2
-        c.initiate_connection()
-        extra = self.conn_window - 65535
-        if extra > 0:
-            c.increment_flow_control_window(extra)
+        w.stats.h2_connections += 1
+        self.start()
         self.deadline = self.loop.time() + self.lst.client_timeout
         self.flush()
         if w.draining:
@@ -127,80 +114,38 @@ class H2ServerConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        try:
-            events: list[Any] = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            self._fail(exc)
-            return
-        streams = self.streams
-        for ev in events:
-            t = type(ev)
-            if t is h2.events.DataReceived:
-                st = streams.get(ev.stream_id)
-                if not ev.data and ev.stream_ended is None and self._flood(EMPTY):
-                    return
-                if st is None:
-                    self.ack(ev.stream_id, ev.flow_controlled_length)
-                else:
-                    st.on_data(ev.data, ev.flow_controlled_length)
-            elif t is h2.events.RequestReceived:
-                self._request(ev)
-            elif t is h2.events.StreamEnded:
-                st = streams.get(ev.stream_id)
-                if st is not None:
-                    st.on_end()
-            elif t is h2.events.WindowUpdated:
-                if ev.stream_id:
-                    st = streams.get(ev.stream_id)
-                    if st is not None and st.out:
-                        st.send_out()
-                else:
-                    self._send_all()
-            elif t is h2.events.StreamReset:
-                st = streams.get(ev.stream_id)
-                if st is not None:
-                    st.on_reset()
-                if self._flood(RESETS):
-                    return
-            elif t is h2.events.RemoteSettingsChanged:
-                if self._flood(CONTROL):
-                    return
-                self._send_all()  # the initial window may have grown
-            elif t is h2.events.PingReceived or t is h2.events.PriorityUpdated:
-                if self._flood(CONTROL):
-                    return
-            elif t is h2.events.TrailersReceived:
-                st = streams.get(ev.stream_id)
-                if st is not None:
-                    st.on_trailers(ev.headers)
-            elif t is h2.events.ConnectionTerminated:
-                self.flush()
-                self._close()
-                return
-            if self.closed:
-                return
+        self.receive(data)
         self.flush()
 
-    def _request(self, ev: Any) -> None:
-        sid = ev.stream_id
-        c = self.h2
-        if self.goaway_sent and sid > self.last_sid:
-            c.reset_stream(sid, REFUSED_STREAM)  # after GOAWAY: the client retries elsewhere
+    def new_stream(self, sid: int, fields: Fields, end: bool, list_size: int) -> None:
+        if self.goaway_sent or self.peer_goaway:
+            self.reset_stream(sid, REFUSED_STREAM)  # after GOAWAY: the client retries elsewhere
+            self.on_refused()
             return
-        st = H2Stream(self, sid)
+        self.worker.stats.h2_streams += 1
+        spares = self.spares
+        if spares:
+            st = spares.pop()
+            st.reinit(sid, end)
+        else:
+            st = H2Stream(self, sid, end)
         self.streams[sid] = st
         self.worker.sweeper.add(st)
         self.deadline = 0.0
-        st.start(ev.headers, ev.stream_ended is not None)
+        st.start(fields, end, list_size > self.max_list)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         w = self.worker
         w.connections.discard(self)
         w.sweeper.discard(self)
-        if self.client_key is not None:
-            self._leave()
+        w.stats.h2_connections_closed += 1
+        key = self.client_key
+        if key is not None:
+            self.client_key = None
+            leave_client(self.lst, key)
         for st in list(self.streams.values()):
+            st.lclosed = st.rdone = True
             st.on_reset()
         self.streams.clear()
 
@@ -222,69 +167,85 @@ class H2ServerConnection(asyncio.Protocol):
         if not self.streams:
             self.drain()
 
+    # --------------------------------------------------------- codec hooks
+    def on_control(self) -> bool:
+        return self._flood(CONTROL)
+
+    def on_empty(self) -> bool:
+        return self._flood(EMPTY)
+
+    def on_reset_stream(self, st: H2Stream | None) -> bool:
+        self.worker.stats.h2_resets_received += 1
+        if st is not None:
+            st.on_reset()
+        return self._flood(RESETS)
+
+    def on_refused(self) -> None:
+        self.worker.stats.h2_streams_refused += 1
+        self._flood(RESETS)  # (counted with the resets: each costs a decode and an RST_STREAM)
+
+    def on_goaway(self, code: int) -> None:
+        self.peer_goaway = True
+        if not self.streams:
+            self.write_now()
+            self._close()
+
+    def on_send_window(self, st: H2Stream | None) -> None:
+        if st is None:
+            self._send_all()
+        elif st.out and not st.out_ended:
+            st.send_out()
+
+    def on_failure(self, failure: H2Failure) -> None:
+        if failure.code == ENHANCE_YOUR_CALM:
+            log.warning("HTTP/2 client %s on %s: %s, closing (ENHANCE_YOUR_CALM)",
+                        self.template.client_ip.decode(), self.lst.name, failure)
+            self.worker.stats.h2_flood_continuation += 1
+            self._goaway(ENHANCE_YOUR_CALM, str(failure).encode())
+            return
+        self.worker.stats.bad_requests += 1
+        log.info("HTTP/2 client %s on %s: protocol error: %s", self.template.client_ip.decode(), self.lst.name,
+                 failure)
+        self._goaway(failure.code, b"")
+
     # ------------------------------------------------- used by the streams
     def flush(self) -> None:
-        data = self.h2.data_to_send()
-        if data and not self.closed and self.transport is not None:
-            self.transport.write(data)
+        """Write what is queued at the end of this event-loop iteration (one write for
+        every stream that answered in it)."""
+        if self.wq and not self.flush_pending:
+            self.flush_pending = True
+            self.loop.call_soon(self.write_now)
 
-    def send_headers(self, sid: int, fields: list[tuple[bytes, bytes]], end: bool) -> None:
-        try:
-            self.h2.send_headers(sid, fields, end_stream=end)
-        except h2.exceptions.H2Error:
-            pass  # the stream was reset meanwhile
+    def write_now(self) -> None:
+        self.flush_pending = False
+        wq = self.wq
+        if wq:
+            data = b"".join(wq)
+            wq.clear()
+            t = self.transport
+            if not self.closed and t is not None:
+                t.write(data)
 
-    def send_data(self, sid: int, out: bytearray, end: bool = False) -> int:
-        """Send what the windows allow of ``out``; returns the bytes taken. ``end``:
-        when all of it goes, the last DATA frame carries END_STREAM."""
-        c = self.h2
-        try:
-            window = c.local_flow_control_window(sid)
-        except h2.exceptions.H2Error:
-            return len(out)  # the stream is gone: drop its bytes
-        if window <= 0:
-            return 0
-        size = c.max_outbound_frame_size
-        n = min(len(out), window)
-        pos = 0
-        last = end and n == len(out)
-        with memoryview(out) as view:
-            while pos < n:
-                step = min(size, n - pos)
-                c.send_data(sid, bytes(view[pos : pos + step]), end_stream=last and pos + step == n)
-                pos += step
-        return n
-
-    def end_stream(self, sid: int) -> None:
-        try:
-            self.h2.end_stream(sid)
-        except h2.exceptions.H2Error:
-            pass
-
-    def reset(self, sid: int, code: int) -> None:
-        try:
-            self.h2.reset_stream(sid, code)
-        except h2.exceptions.H2Error:
-            pass
+    def reset(self, st: H2Stream, code: int) -> None:
+        """RST_STREAM from us: nothing more goes either way on ``st``."""
+        st.lclosed = st.rdone = True
+        self.reset_stream(st.sid, code)
         self.flush()
-
-    def ack(self, sid: int, n: int) -> None:
-        if n:
-            try:
-                self.h2.acknowledge_received_data(n, sid)
-            except h2.exceptions.H2Error:
-                pass
 
     def forget(self, st: H2Stream) -> None:
         """The stream is over on both sides (as far as pyvs is concerned)."""
         self.worker.sweeper.discard(st)
         if self.streams.pop(st.sid, None) is None:
             return
-        if not st.req_ended and not self.closed:
+        ex = st.ex
+        if ex.up is None and ex.connecting is None and ex.queued is None and len(self.spares) < self.max_spares:
+            self.spares.append(st)  # nothing refers to it any more: the next stream may use it
+        if not st.rdone and not self.closed:
             # Answered before the client finished its body: tell it to stop (RFC 9113 8.1).
-            self.reset(st.sid, 0)
+            self.reset(st, 0)
         if not self.streams:
-            if self.goaway_sent:
+            if self.goaway_sent or self.peer_goaway:
+                self.write_now()
                 self._close()
             else:
                 self.deadline = self.loop.time() + self.lst.client_timeout
@@ -301,10 +262,10 @@ class H2ServerConnection(asyncio.Protocol):
             return
         if not self.goaway_sent:
             self.goaway_sent = True
-            self.last_sid = self.h2.highest_inbound_stream_id
-            self.flush()
-            if self.transport is not None:
-                self.transport.write(GoAwayFrame(stream_id=0, last_stream_id=self.last_sid, error_code=0).serialize())
+            self.last_sid = self.highest
+            self.goaway_frame(self.last_sid, 0)
+            self.worker.stats.h2_goaways += 1
+            self.write_now()
         if not self.streams:
             self._close()
 
@@ -317,54 +278,40 @@ class H2ServerConnection(asyncio.Protocol):
             return False
         log.warning("HTTP/2 client %s on %s: too many %s frames, closing (ENHANCE_YOUR_CALM)",
                     self.template.client_ip.decode(), self.lst.name, NAMES[kind])
+        stats = self.worker.stats
+        if kind == RESETS:
+            stats.h2_flood_resets += 1
+        elif kind == CONTROL:
+            stats.h2_flood_control += 1
+        else:
+            stats.h2_flood_empty += 1
         self._goaway(ENHANCE_YOUR_CALM, b"too many " + NAMES[kind].encode())
         return True
-
-    def _fail(self, exc: Exception) -> None:
-        self.worker.stats.bad_requests += 1
-        log.info("HTTP/2 client %s on %s: protocol error: %s", self.template.client_ip.decode(), self.lst.name, exc)
-        self._goaway(PROTOCOL_ERROR, b"")
 
     def _goaway(self, code: int, debug: bytes) -> None:
         if self.closed:
             return
-        try:
-            self.h2.close_connection(error_code=code, additional_data=debug)
-        except h2.exceptions.H2Error:
-            pass
-        self.flush()
+        if not self.goaway_sent or code:  # (a drain's GOAWAY already told the client)
+            self.goaway_frame(self.highest, code, debug)
+            self.worker.stats.h2_goaways += 1
+        self.write_now()
         for st in list(self.streams.values()):
+            st.lclosed = st.rdone = True
             st.on_reset()  # the exchanges end; their server connections are dropped
         t = self.transport
         if t is None or self.closed:
             return
         self.closed = True
-        if t.can_write_eof():
-            # Closing with the client's flood still unread would send a reset, which can
-            # destroy the GOAWAY before the client reads it: send FIN, read and drop
-            # what still comes (data_received ignores it), close after LINGER.
-            t.write_eof()
-            self.deadline = self.loop.time() + LINGER
+        # Closing with the client's flood still unread would send a reset, which can
+        # destroy the GOAWAY before the client reads it: send FIN, read and drop what
+        # still comes (data_received ignores it), close after LINGER_TIME.
+        if half_close(t):
+            self.deadline = self.loop.time() + LINGER_TIME
         else:
             t.close()
 
     def _close(self) -> None:
         if not self.closed and self.transport is not None:
+            self.write_now()
             self.closed = True
             self.transport.close()
-
-    def _leave(self) -> None:
-        """Give back this connection's place in max_client_connections."""
-        key = self.client_key
-        assert key is not None
-        self.client_key = None
-        cap = self.lst.client_cap
-        if cap is not None:
-            cap.leave(key)
-            return
-        table = self.lst.clients
-        n = table.get(key, 0) - 1
-        if n > 0:
-            table[key] = n
-        else:
-            table.pop(key, None)

@@ -6,9 +6,10 @@ proxy pick a server and start an exchange for nothing; PING and SETTINGS frames
 each force an answer; empty DATA frames cost a parse each. Each kind is counted in
 a fixed window; a connection over any limit is closed with GOAWAY
 ENHANCE_YOUR_CALM (pyvs.h2.conn). Other connections are not touched: the counters
-belong to the connection. (CONTINUATION floods are bounded by the ``h2`` library:
-a header block may span at most 64 frames, and its decoded size is bounded by
-SETTINGS_MAX_HEADER_LIST_SIZE.)
+belong to the connection. (CONTINUATION floods are bounded by the codec,
+pyvs.h2.codec: a header block may span at most 64 frames and twice
+SETTINGS_MAX_HEADER_LIST_SIZE.) Streams refused for SETTINGS_MAX_CONCURRENT_STREAMS
+count as resets: each costs a decode and an RST_STREAM.
 """
 
 from __future__ import annotations

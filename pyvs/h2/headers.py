@@ -43,20 +43,29 @@ def request_block(fields: Fields, end_stream: bool) -> tuple[bytes, bool]:
     """The HTTP/1.1 head (ending with the empty line) for an h2 request, and whether
     its body must be chunk-encoded (the client announced no length). Raises
     :class:`ProtocolError` (400) for a field HTTP/1 cannot carry."""
-    method = path = authority = None
+    method = path = authority = scheme = None
     lines: list[bytes] = []
     cookies: list[bytes] = []
     host = None
     has_length = False
+    regular = False
     for name, value in fields:
         if name[:1] == b":":
-            if name == b":method":
+            # RFC 9113 8.3: pseudo-fields first, each once, only the request's own
+            if regular:
+                raise ProtocolError("pseudo-field after a regular field")
+            if name == b":method" and method is None:
                 method = value
-            elif name == b":path":
+            elif name == b":path" and path is None:
                 path = value
-            elif name == b":authority":
+            elif name == b":authority" and authority is None:
                 authority = value
-            continue  # :scheme (and :protocol) are not forwarded
+            elif name == b":scheme" and scheme is None:
+                scheme = value  # (not forwarded: X-Forwarded-Proto says how the client came)
+            else:
+                raise ProtocolError("unknown or repeated pseudo-field")
+            continue
+        regular = True
         if _NAME.match(name) is None:
             raise ProtocolError("invalid field name")
         if _BAD_VALUE.search(value) is not None:
@@ -66,13 +75,18 @@ def request_block(fields: Fields, end_stream: bool) -> tuple[bytes, bool]:
         elif name == b"host":
             host = value
         elif name in CONNECTION_FIELDS:
-            continue  # only "te: trailers" gets past h2's checks: hop-by-hop, not forwarded
+            # RFC 9113 8.2.2: connection-specific fields make the request malformed;
+            # only "te: trailers" is allowed (hop-by-hop: not forwarded)
+            if name != b"te" or value != b"trailers":
+                raise ProtocolError("connection-specific field in an HTTP/2 request")
         else:
             if name == b"content-length":
                 has_length = True
             lines.append(name + b": " + value + b"\r\n")
     if method is None or _METHOD.match(method) is None:
         raise ProtocolError("missing or invalid :method")
+    if scheme is None and method != b"CONNECT":
+        raise ProtocolError("missing :scheme")
     if path is None or not path or _BAD_TARGET.search(path) is not None:
         raise ProtocolError("missing or invalid :path")
     if authority is not None:
@@ -101,6 +115,19 @@ def trailer_lines(fields: Fields) -> bytes:
         if name not in CONNECTION_FIELDS:
             out.append(name + b": " + value + b"\r\n")
     return b"".join(out)
+
+
+def trailer_fields(lines: bytes) -> Fields:
+    """A chunked body's trailer section (CRLF-terminated field lines, already checked
+    by the chunked decoder) as h2 fields: names lower-cased, no connection-specific
+    or pseudo fields."""
+    out: Fields = []
+    for line in lines.split(b"\r\n"):
+        name, colon, value = line.partition(b":")
+        name = name.lower()
+        if colon and name and name not in CONNECTION_FIELDS:
+            out.append((name, value.strip(b" \t")))
+    return out
 
 
 def response_fields(block: bytes) -> Fields:

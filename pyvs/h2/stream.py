@@ -23,16 +23,27 @@ have been handed to the server connection; while the exchange holds them (no ser
 yet) or the server does not read (``up_write_blocked``), acknowledgements wait, and
 the client's window closes.
 
-``transport`` is None on purpose: the short path's whole-response shortcut writes
-HTTP/1 bytes to the downstream's transport and steps aside when there is none.
+``transport`` is None on purpose: the HTTP/1 whole-response shortcut writes HTTP/1
+bytes to the downstream's transport and steps aside when there is none; the stream's
+own exchange (:class:`H2Exchange`) has an HTTP/2 one instead: a small 2xx response
+read in one piece becomes HEADERS and one DATA frame at once. A finished stream goes
+back to its connection's spares with its exchange, and the next stream reuses both
+(``reinit``), as an HTTP/1.1 connection reuses its exchange; only a stream nothing
+refers to any more (no server connection, connect or queue place) is kept.
+
+The request text is cached per connection by the decoded field list: the HPACK
+decoder hands out the same list for a repeated block (pyvs.h2.headerblock), so a
+client repeating a request skips ``request_block``; the list is kept in the cache,
+so its ``id`` cannot be reused while the entry lives.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from pyvs.h2.headers import Fields, reply_parts, request_block, response_fields, trailer_lines
+from pyvs.h2.codec import DATA, END_HEADERS, END_STREAM, HEADERS, CodecStream, pack_header
+from pyvs.h2.headerblock import encode_head
+from pyvs.h2.headers import Fields, reply_parts, request_block, trailer_fields, trailer_lines
 from pyvs.http.errors import ProtocolError
 from pyvs.http.h1 import (
     CHUNKED,
@@ -46,7 +57,7 @@ from pyvs.http.h1 import (
 )
 from pyvs.http.responses import error_response
 from pyvs.l7.exchange import Exchange
-from pyvs.runtime.stats import LATENCY_BOUNDS, NBUCKETS, PAIR_BYTES, PAIR_LEN, PAIR_RETRIES, PAIR_SUM
+from pyvs.l7.h1conn import end_request
 from pyvs.upstream.connection import DECODE, REBUILT, UpstreamConn
 
 if TYPE_CHECKING:
@@ -56,54 +67,149 @@ if TYPE_CHECKING:
 
 # RST_STREAM codes (RFC 9113 7)
 NO_ERROR = 0
+PROTOCOL_ERROR = 1
 INTERNAL_ERROR = 2
 REFUSED_STREAM = 7
 
 
-class H2Stream:
+class H2Exchange(Exchange):
+    """The exchange of an HTTP/2 stream: the whole-response shortcut in HTTP/2 terms."""
+
+    __slots__ = ()
+
+    def on_whole_response(self, conn: UpstreamConn, rh: ResponseHead, data: bytes) -> bool:
+        """A 2xx response read whole in one piece (Content-Length) for a request the
+        client has finished: HEADERS and one DATA frame (END_STREAM) straight from the
+        read, the server connection back to the pool, the stream done -- what the
+        general path (on_response_head, present, the body, on_response_end,
+        response_ended) does in steps. False when the body does not fit the client's
+        windows and frame size at once, or anything else needs the general path."""
+        st = cast("H2Stream", self.down)
+        status = rh.status
+        n = rh.length
+        h2c = st.conn
+        if not 200 <= status < 300 or self.up is not conn or not st.req_ended or st.lclosed or st.wbuf \
+                or st.out or rh.codings is not None or h2c.write_blocked or n > st.sw or n > h2c.swin \
+                or n > h2c.peer_frame:
+            return False
+        self.resp_status = status
+        self.resp_head = rh
+        self.resp_bytes = len(data)
+        self.head_at = now = self.loop.time()
+        server = self.server
+        if server is not None:
+            server.consecutive_errors = 0
+            if server.passive_word:  # shared by the workers (passive health configured)
+                server.passive_ok()
+        # HEADERS and DATA(END_STREAM) queued as the codec's send_head and send_last would
+        block = encode_head(rh.block)
+        k = len(block)
+        sid = st.sid
+        if k > h2c.peer_frame:
+            h2c.send_head(st, rh.block, not n)  # (CONTINUATION frames needed: rare)
+            if n:
+                h2c.send_last(st, data[len(data) - n :])
+        elif n:
+            h2c.wq += (pack_header(k >> 8, k & 0xFF, HEADERS, END_HEADERS, sid), block,
+                       pack_header(n >> 8, n & 0xFF, DATA, END_STREAM, sid), data[len(data) - n :])
+            st.sw -= n
+            h2c.swin -= n
+        else:
+            h2c.wq += (pack_header(k >> 8, k & 0xFF, HEADERS, END_HEADERS | END_STREAM, sid), block)
+        st.lclosed = st.out_ended = True
+        self.up = None
+        self.server_done(True)
+        conn.release(now)
+        # st.exchange_done(status, now), inline: counters, the end of the request, the stream
+        stats = self.worker.stats
+        stats.requests += 1
+        stats.responses_2xx += 1
+        st._ended(status, now)
+        st.done = True
+        st.deadline = 0.0
+        self.finished()
+        h2c.forget(st)
+        h2c.flush()
+        return True
+
+    def on_trailers(self, lines: bytes) -> None:
+        """A chunked response's trailers: the stream ends with them as HEADERS."""
+        fields = trailer_fields(lines)
+        if fields:
+            cast("H2Stream", self.down).trailers_out = fields
+
+
+class H2Stream(CodecStream):
     """One request/response of an HTTP/2 connection (see the module docstring)."""
 
     transport: asyncio.Transport | None = None
     close_after = False
     inbuf = b""
 
-    def __init__(self, conn: H2ServerConnection, sid: int) -> None:
+    def __init__(self, conn: H2ServerConnection, sid: int, end: bool) -> None:
         self.conn = conn
-        self.sid = sid
         self.tls = conn.tls  # for the access log (TLS facts of the connection)
-        self.req_ended = False
-        self.client_write_blocked = False
-        self.reading_paused = False
-        self.up_write_blocked = False
-        self.deadline = 0.0
+        self.traffic = conn.traffic  # (read by _ended)
+        self.obs = conn.obs
         self.wbuf: list[bytes] = []
         self.out = bytearray()  # response body bytes waiting for the client's window
-        self.end_pending = False  # END_STREAM goes once ``out`` is empty
-        self.out_ended = False  # END_STREAM or RST_STREAM sent (or received): no more frames
-        self.done = False  # the exchange is over
-        self.unacked = 0  # request bytes received, not yet given back to the client's window
-        self.chunked = False
-        self.body_len = 0
-        self.trailers = b""  # request trailers, as chunked trailer lines
-        # Response trailers for the client (from an HTTP/2 server: pyvs/h2/upstream.py)
-        self.trailers_out: list[tuple[bytes, bytes]] | None = None
-        self.resp_until_close = False
-        self.ended_head: RequestHead | None = None
-        self.ex = ex = Exchange(conn.lst, self)
+        self.ex = ex = H2Exchange(conn.lst, self)
         t = conn.template  # the client's facts, computed once per connection
         ex.client_ip, ex.trusted, ex.xff_line, ex.fw_plain = t.client_ip, t.trusted, t.xff_line, t.fw_plain
         if conn.view_type is not None:
             ex.view = conn.view_type(conn.tls)
         v = ex.view
         v.client_ip, v.local_ip, v.scheme = t.view.client_ip, t.view.local_ip, t.view.scheme
+        self.reinit(sid, end)
+
+    def reinit(self, sid: int, end: bool) -> None:
+        """The per-stream state, for a new stream or for a finished one taken again
+        from the connection's spares (its exchange is reused as an HTTP/1.1
+        connection reuses its own from request to request)."""
+        conn = self.conn
+        self.sid = sid
+        # Protocol state (pyvs.h2.codec.CodecStream)
+        self.sw = conn.peer_window
+        self.rw = conn.stream_window
+        self.rpend = 0
+        self.rdone = end
+        self.lclosed = False
+        self.req_ended = False
+        self.client_write_blocked = False
+        self.reading_paused = False
+        self.up_write_blocked = False
+        self.deadline = 0.0
+        self.end_pending = False  # END_STREAM goes once ``out`` is empty
+        self.out_ended = False  # END_STREAM or RST_STREAM sent (or received): no more frames
+        self.done = False  # the exchange is over
+        self.unacked = 0  # request bytes received, not yet given back to the client's window
+        self.chunked = False
+        self.body_len = 0
+        self.expect = -1  # the request's Content-Length, which the DATA frames must match (RFC 9113 8.1.1)
+        self.trailers = b""  # request trailers, as chunked trailer lines
+        # Response trailers for the client (from an HTTP/2 server: pyvs/h2/upstream.py)
+        self.trailers_out: list[tuple[bytes, bytes]] | None = None
+        self.resp_until_close = False
+        self.ended_head: RequestHead | None = None
 
     # ------------------------------------------------------------ request
-    def start(self, fields: Fields, end_stream: bool) -> None:
+    def start(self, fields: Fields, end_stream: bool, too_large: bool = False) -> None:
+        """The request's fields (``too_large``: over SETTINGS_MAX_HEADER_LIST_SIZE)."""
         conn = self.conn
         self.req_ended = end_stream
         head: RequestHead | None = None
         try:
-            block, self.chunked = request_block(fields, end_stream)
+            if too_large:
+                raise ProtocolError("request head too large", 431)
+            cache = conn.req_cache  # the same fields (a remembered HPACK block): the same text
+            hit = cache.get(id(fields))
+            if hit is not None and hit[0] is fields and hit[1] == end_stream:
+                block, self.chunked = hit[2], hit[3]
+            else:
+                block, self.chunked = request_block(fields, end_stream)
+                if len(cache) >= 64:
+                    cache.clear()
+                cache[id(fields)] = (fields, end_stream, block, self.chunked)
             if len(block) > conn.lst.max_head:
                 raise ProtocolError("request head too large", 431)
             head = parse_request_head(block)
@@ -114,9 +220,13 @@ class H2Stream:
             tls = self.tls
             if tls is not None and tls.misdirected(head.host):  # SNI/Host rule (pyvs/tls/conn.py)
                 raise ProtocolError("Host is not covered by the certificate of this connection", 421)
-            max_body = conn.max_body
-            if max_body and head.framing == LENGTH and head.length > max_body:
-                raise ProtocolError("request body too large", 413)
+            if head.framing == LENGTH:
+                max_body = conn.max_body
+                if max_body and head.length > max_body:
+                    raise ProtocolError("request body too large", 413)
+                if end_stream and head.length:
+                    raise ProtocolError("Content-Length without the body", 400)
+                self.expect = head.length
         except ProtocolError as exc:
             self._refuse(exc, head)
             return
@@ -127,22 +237,27 @@ class H2Stream:
     def on_data(self, data: bytes, flow: int) -> None:
         conn = self.conn
         if self.done or self.req_ended:
-            conn.ack(self.sid, flow)  # an answered request: its body is read and dropped
+            conn.ack(self, flow)  # an answered request: its body is read and dropped
             return
         n = len(data)
         if n:
             self.body_len += n
             max_body = conn.max_body
             if max_body and self.body_len > max_body:
-                conn.ack(self.sid, flow)
+                conn.ack(self, flow)
                 self.send_error(413, close=True)
+                return
+            expect = self.expect
+            if expect >= 0 and self.body_len > expect:
+                conn.ack(self, flow)
+                self.abort(PROTOCOL_ERROR)  # more than Content-Length: malformed
                 return
             self.deadline = conn.loop.time() + conn.lst.client_timeout
             self.ex.request_body(b"%x\r\n%b\r\n" % (n, data) if self.chunked else data)
         if self.reading_paused:
             self.unacked += flow
         else:
-            conn.ack(self.sid, flow)
+            conn.ack(self, flow)
 
     def on_trailers(self, fields: Fields) -> None:
         try:
@@ -153,6 +268,9 @@ class H2Stream:
 
     def on_end(self) -> None:
         if self.req_ended or self.done:
+            return
+        if 0 <= self.expect != self.body_len:
+            self.abort(PROTOCOL_ERROR)  # fewer bytes than Content-Length: malformed
             return
         self.req_ended = True
         self.deadline = 0.0
@@ -182,7 +300,7 @@ class H2Stream:
             self.end_pending = False
             if not self.out_ended:
                 self.out_ended = True
-                self.conn.reset(self.sid, INTERNAL_ERROR)
+                self.conn.reset(self, INTERNAL_ERROR)
             self.conn.forget(self)
             return
         if not self.ex.resp_started and not self.req_ended:
@@ -219,14 +337,14 @@ class H2Stream:
         # "trailers-only" answer must be one frame).
         end = framing == NO_BODY or (framing == LENGTH and not rh.length) or (req is not None and req.method == b"HEAD")
         self.resp_until_close = framing == UNTIL_CLOSE
-        self.conn.send_headers(self.sid, response_fields(rh.block), end)
+        self.conn.send_head(self, rh.block, end)
         if end:
             self.out_ended = True
         return DECODE if framing == CHUNKED else REBUILT
 
     def on_interim(self, rh: ResponseHead) -> None:
         if not self.out_ended and rh.status != 101:
-            self.conn.send_headers(self.sid, response_fields(rh.block), False)
+            self.conn.send_head(self, rh.block, False)
             self.conn.flush()
 
     def flush_client(self) -> None:
@@ -248,7 +366,7 @@ class H2Stream:
         if out and not conn.write_blocked:
             # The last bytes of a response without trailers carry END_STREAM themselves.
             end = self.end_pending and not self.trailers_out
-            sent = conn.send_data(self.sid, out, end)
+            sent = conn.send_data(self, out, end)
             if sent:
                 if end and sent == len(out):
                     out.clear()
@@ -265,9 +383,9 @@ class H2Stream:
                 self.out_ended = True
                 trailers = self.trailers_out
                 if trailers:
-                    conn.send_headers(self.sid, trailers, True)
+                    conn.send_fields(self, trailers, True)
                 else:
-                    conn.end_stream(self.sid)
+                    conn.end_stream(self)
                 if self.done:
                     conn.forget(self)
                     return
@@ -343,7 +461,7 @@ class H2Stream:
     def _reply(self, data: bytes) -> None:
         fields, body = reply_parts(data)
         self.wbuf.clear()
-        self.conn.send_headers(self.sid, fields, not body)
+        self.conn.send_fields(self, fields, not body)
         if body:
             self.out += body
             self.end_pending = True
@@ -352,7 +470,7 @@ class H2Stream:
             self.out_ended = True
         self.conn.flush()
 
-    def abort(self) -> None:
+    def abort(self, code: int = INTERNAL_ERROR) -> None:
         """End the stream at once with RST_STREAM: the client sees it incomplete."""
         if self.done:
             return
@@ -366,7 +484,7 @@ class H2Stream:
         self.end_pending = False
         if not self.out_ended:
             self.out_ended = True
-            self.conn.reset(self.sid, INTERNAL_ERROR)
+            self.conn.reset(self, code)
         self._finish()
 
     def _finish(self) -> None:
@@ -388,7 +506,7 @@ class H2Stream:
         n = self.unacked
         if n:
             self.unacked = 0
-            self.conn.ack(self.sid, n)
+            self.conn.ack(self, n)
             self.conn.flush()
 
     def in_tunnel(self) -> bool:
@@ -406,23 +524,4 @@ class H2Stream:
     def tunnel_ended(self) -> None:
         self.abort()
 
-    def _ended(self, status: int, now: float, term: str = "") -> None:
-        """The end of a request: the listener's counters, the access log (as H1Connection._ended)."""
-        ex = self.ex
-        conn = self.conn
-        traffic = conn.traffic
-        t = traffic.get(ex.last_server)
-        if t is None:
-            t = traffic[ex.last_server] = [0.0] * PAIR_LEN
-        if ex.head is not None:
-            dur = now - ex.started
-            if ex.attempts > 1:
-                t[PAIR_RETRIES] += ex.attempts - 1
-        else:
-            dur = 0.0
-        t[status // 100 * NBUCKETS + bisect_left(LATENCY_BOUNDS, dur)] += 1
-        t[PAIR_SUM] += dur
-        t[PAIR_BYTES] += ex.resp_bytes
-        obs = conn.obs
-        if obs is not None:
-            obs.ended(ex, status, now, dur, term)
+    _ended = end_request  # the listener's counters, the access log (as H1Connection)

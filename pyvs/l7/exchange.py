@@ -433,11 +433,6 @@ class Exchange(UpstreamLeg):
             data = stage.feed(data, end)
         return data
 
-    def on_trailers(self, lines: bytes) -> None:
-        """The trailer lines of a chunked response decoded for the client (DECODE):
-        dropped here (an HTTP/1.0 client cannot take them); pyvs.h2.stream.H2Exchange
-        sends them to an HTTP/2 client."""
-
     def on_response_end(self, conn: UpstreamConn) -> None:
         if self.up is conn:
             self.up = None

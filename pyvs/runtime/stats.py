@@ -53,6 +53,19 @@ COUNTERS = (
     # access logs (pyvs/logs): lines written, lines dropped (slow or full sink, write errors)
     "access_log_lines",
     "access_log_dropped",
+    # HTTP/2 clients (pyvs/h2): connections opened and closed (open now: the difference),
+    # streams opened, refused (over max_concurrent_streams, or after GOAWAY), GOAWAY frames
+    # sent, RST_STREAM frames received, connections closed for a flood by kind
+    "h2_connections",
+    "h2_connections_closed",
+    "h2_streams",
+    "h2_streams_refused",
+    "h2_goaways",
+    "h2_resets_received",
+    "h2_flood_resets",
+    "h2_flood_control",
+    "h2_flood_empty",
+    "h2_flood_continuation",
 )
 
 # Traffic as reported (status["traffic"], per listener, backend and server): latency
@@ -164,6 +177,16 @@ class WorkerStats:
     udp_drops: int
     access_log_lines: int
     access_log_dropped: int
+    h2_connections: int
+    h2_connections_closed: int
+    h2_streams: int
+    h2_streams_refused: int
+    h2_goaways: int
+    h2_resets_received: int
+    h2_flood_resets: int
+    h2_flood_control: int
+    h2_flood_empty: int
+    h2_flood_continuation: int
 
     def __init__(self) -> None:
         for name in COUNTERS:

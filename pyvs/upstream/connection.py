@@ -206,6 +206,12 @@ class UpstreamConn(asyncio.Protocol):
             assert isinstance(framer, ChunkedBody)
             owner.wbuf += framer.decoded
             framer.decoded.clear()
+            if done and framer.trailers:
+                # An HTTP/2 client's exchange takes them (pyvs.h2.stream.H2Exchange: a
+                # trailing HEADERS frame); an HTTP/1.0 client's cannot.
+                take = getattr(owner, "on_trailers", None)
+                if take is not None:
+                    take(framer.trailers)
         elif mode >= STAGED:
             if isinstance(framer, ChunkedBody):
                 piece = b"".join(framer.decoded)

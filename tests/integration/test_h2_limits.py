@@ -31,10 +31,12 @@ REQ = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"t"), (b":p
 class Client:
     """A blocking HTTP/2 client on one connection (h2c with prior knowledge)."""
 
-    def __init__(self, port: int, *, conn_window: int = 0) -> None:
+    def __init__(self, port: int, *, conn_window: int = 0, validate: bool = True) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.closed = False
-        self.c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        self.c = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=True, header_encoding=None, validate_outbound_headers=validate,
+            normalize_outbound_headers=validate))  # (validate=False: malformed requests can be sent)
         self.c.initiate_connection()
         if conn_window:
             self.c.increment_flow_control_window(conn_window)
@@ -43,6 +45,7 @@ class Client:
         self.status: dict[int, bytes] = {}
         self.ended: set[int] = set()
         self.resets: dict[int, int] = {}
+        self.trailers: dict[int, list[tuple[bytes, bytes]]] = {}
         self.goaway: h2.events.ConnectionTerminated | None = None
         self.closed = False
         self.got_settings = False
@@ -84,6 +87,8 @@ class Client:
                         self.c.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                 elif isinstance(ev, h2.events.StreamEnded):
                     self.ended.add(ev.stream_id)
+                elif isinstance(ev, h2.events.TrailersReceived):
+                    self.trailers[ev.stream_id] = ev.headers
                 elif isinstance(ev, h2.events.StreamReset):
                     self.resets[ev.stream_id] = ev.error_code
                 elif isinstance(ev, h2.events.ConnectionTerminated):

@@ -93,3 +93,18 @@ def test_flood_guard_counts_per_window() -> None:
     assert [g.hit(RESETS, 1.0) for _ in range(4)] == [False, False, False, True]
     assert not g.hit(CONTROL, 2.0) and not g.hit(CONTROL, 2.0) and g.hit(CONTROL, 2.0)
     assert not g.hit(RESETS, 11.5)  # a new window
+
+
+@pytest.mark.parametrize("fields", [
+    [*BASE[:3], (b"accept", b"*/*"), BASE[3]],  # a pseudo-field after a regular one
+    [*BASE, (b":path", b"/again")],  # repeated
+    [*BASE, (b":protocol", b"websocket")],  # not offered (no SETTINGS_ENABLE_CONNECT_PROTOCOL)
+    [*BASE, (b":status", b"200")],  # a response's
+    [BASE[0], *BASE[2:]],  # no :scheme
+    [*BASE, (b"connection", b"keep-alive")],  # connection-specific (RFC 9113 8.2.2)
+    [*BASE, (b"transfer-encoding", b"chunked")],
+    [*BASE, (b"te", b"gzip")],  # only "te: trailers" is allowed
+])
+def test_malformed_requests_are_refused(fields: list[tuple[bytes, bytes]]) -> None:
+    with pytest.raises(ProtocolError):
+        request_block(fields, True)
