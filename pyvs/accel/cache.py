@@ -182,6 +182,10 @@ class CacheStore:
     def release_fetch(self, key: bytes) -> None:
         """The fetch claimed for ``key`` is over (stored or not)."""
 
+    def version(self, key: bytes) -> object:
+        """What changes when another worker stores or drops ``key`` (shared stores)."""
+        return None
+
     def fetching_elsewhere(self, key: bytes) -> bool:
         """Is another worker's fetch of ``key`` still on its way?"""
         return False
@@ -315,7 +319,7 @@ class Pending:
     def __init__(self, head: object, seen: object) -> None:
         self.head = head
         # Our own first miss: its exchange (a poll sees it end without a response).
-        # Another worker's: the key's variants when the wait began (a poll sees them change).
+        # Another worker's: the key's version when the wait began (a poll sees it change).
         self.seen = seen
         self.waiters: list[tuple[FilterExchange, object]] = []
         self.timer: asyncio.TimerHandle | None = None
@@ -364,13 +368,13 @@ class HttpCache(Filter):
         if method == b"GET":
             # Request collapsing: the first miss asks the server, the others wait for it.
             loop = getattr(ex, "loop", None)
-            if loop is not None and down is not None and down.req_ended:
+            if loop is not None and down is not None and down.req_ended and not head.upgrade:
                 pending = self.pending.get(key)
                 if pending is None:
                     if store.claim_fetch(key):  # no other worker is fetching it either
                         pending = self.pending[key] = Pending(head, ex)
                     else:  # another worker is: wait for what it stores (a poll of the store)
-                        pending = self.pending[key] = Pending(None, store.variants(key))
+                        pending = self.pending[key] = Pending(None, store.version(key))
                     pending.timer = loop.call_later(LOCK_TIMEOUT, self._wake, key, pending.head)
                     pending.poll = loop.call_later(FETCH_POLL, self._poll, key, loop)
                 if pending.head is not head:
@@ -506,7 +510,7 @@ class HttpCache(Filter):
             if getattr(pending.seen, "head", None) is not pending.head:
                 self._wake(key, pending.head)
                 return
-        elif self.store.variants(key) is not pending.seen or not self.store.fetching_elsewhere(key):
+        elif self.store.version(key) != pending.seen or not self.store.fetching_elsewhere(key):
             self._wake(key, None)
             return
         pending.poll = loop.call_later(FETCH_POLL, self._poll, key, loop)

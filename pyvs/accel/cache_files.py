@@ -4,9 +4,10 @@ files, the file format, and what the supervisor does with them (create, purge, s
 Layout
 ------
 ``<cache.path>/pyvs-cache-<supervisor pid>/`` is the instance's root, created by the
-supervisor (mode 0700, owned by the workers' user) before it forks any worker: no
-other user can create, rename or replace anything below it. Each ``cache`` section
-has a directory in it, named by a hash of where the section is written, its settings
+supervisor (its own, mode 0711) before it forks any worker: no other user can
+create, rename or replace anything in it, and an existing one it did not make is
+refused (the name is predictable). Each ``cache`` section has a directory in it
+(owned by the workers' user, mode 0700), named by a hash of where the section is written, its settings
 and the workers' uid, so that a reload keeping the section keeps the directory (and
 its objects) and any change starts a new one. A section directory holds:
 
@@ -78,28 +79,32 @@ def open_section(where: str, section: Any, pid: int, identity: Identity | None) 
         log.warning("%s.cache: %s has %d MiB free, less than size (%d MiB): stores will fail when it is full",
                     where, section.path, fs.f_bavail * fs.f_frsize >> 20, section.size >> 20)
     root = root_of(section.path, pid)
-    _private_dir(root, uid, gid)
+    euid, egid = os.geteuid(), os.getegid()
+    _private_dir(root, euid, egid, 0o711)  # the supervisor's: workers may only pass through
     ident = hashlib.blake2b(f"{where} {uid} {section.model_dump_json()}".encode(), digest_size=8).hexdigest()
     directory = f"{root}/{ident}"
-    _private_dir(directory, uid, gid)
+    _private_dir(directory, uid, gid, 0o700)
     cap = table_capacity(CACHE_FETCHES)
-    zone = Zone(CACHE_WORDS + table_words(cap), path=f"{directory}/.zone")
+    zone = Zone(CACHE_WORDS + table_words(cap), path=f"{directory}/.zone")  # (refuses a file planted there)
     fetches = TableInfo(CACHE_WORDS, cap, CACHE_FETCHES)
     if zone.created:
         zone.init_table(fetches.base, cap, CACHE_FETCHES)
     return CacheArea(directory, where, zone, fetches)
 
 
-def _private_dir(path: str, uid: int, gid: int) -> None:
-    """``path`` is a directory only this instance can write (made if missing)."""
+def _private_dir(path: str, uid: int, gid: int, mode: int) -> None:
+    """``path`` is a directory owned by ``uid`` that nobody else can write (made if
+    missing; one found otherwise is refused: its name is predictable)."""
     with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
+        os.mkdir(path, mode)
     st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (os.geteuid(), uid) or st.st_mode & 0o077:
-        raise ValueError(f"cache directory {path} is not this instance's own (a directory of mode 0700 owned by "
-                         f"uid {uid}): owner {st.st_uid}, mode {stat.filemode(st.st_mode)}")
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (os.geteuid(), uid) or st.st_mode & 0o022:
+        raise ValueError(f"cache directory {path} is not this instance's own (a directory owned by uid {uid} "
+                         f"that only it can write): owner {st.st_uid}, mode {stat.filemode(st.st_mode)}")
     if (st.st_uid, st.st_gid) != (uid, gid):
         os.chown(path, uid, gid)
+    if stat.S_IMODE(st.st_mode) != mode:
+        os.chmod(path, mode)
 
 
 # ------------------------------------------------------------------ format
@@ -139,7 +144,11 @@ def decode(data: bytes) -> tuple[bytes, list[Entry]] | None:
 def read_key(path: str) -> bytes | None:
     """The key a file names, reading only its first bytes."""
     try:
-        with open(path, "rb") as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # (the supervisor reads these: no FIFO may stall it)
+            os.close(fd)
+            return None
+        with open(fd, "rb") as f:
             head = f.read(_HEAD.size)
             if len(head) < _HEAD.size:
                 return None

@@ -23,10 +23,11 @@ not client requests: they are not in the access log or the request counters.
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import TYPE_CHECKING, Any
 
-from pyvs.http.h1 import CHUNKED, parse_request_head
+from pyvs.http.h1 import CHUNKED
 from pyvs.upstream.connection import DECODE, REBUILT
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ def revalidate_in_background(origin: Any, validator: bytes, release: Any) -> Non
     """Start a background revalidation on the next loop turn, from the exchange
     ``origin`` that found the entry stale (a bodiless GET, its request filters run):
     its head and filters' lines as they are now, plus ``validator``."""
-    head = parse_request_head(origin.head.block + b"\r\n")  # a copy: the client's head moves on
+    head = copy.copy(origin.head)  # the client's exchange moves on; (a header filter may have removed Host)
     lines = [*origin.add_lines, validator] if validator else list(origin.add_lines)
     r = Revalidation(origin, release)
     origin.loop.call_soon(r.start, head, origin.route, lines)

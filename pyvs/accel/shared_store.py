@@ -121,6 +121,11 @@ class SharedStore(CacheStore):
             return got
         return self._load(key, h, epoch)
 
+    def version(self, key: bytes) -> object:
+        """The identity of the key's file: a request waiting for another worker's
+        fetch is woken when it changes (stored, replaced or dropped)."""
+        return self._ident(hash(key) & MASK)
+
     def _path(self, h: int) -> str:
         return f"{self.directory}/{h:016x}"
 

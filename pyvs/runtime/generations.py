@@ -216,7 +216,10 @@ class Generations:
                                                    [*self.workers.values(), *self.retiring]):
                 zone.close()  # (its cache zones' descriptors too)
                 # Cache sections the current config no longer has: their objects go too.
-                kept = {a.directory for a in self.shared.caches.values()}
+                kept = {a.directory for state in {id(w.shared): w.shared for w in
+                                                  [*self.workers.values(), *self.retiring]
+                                                  if w.shared is not None and w.pid}.values()
+                        for a in state.caches.values()} | {a.directory for a in self.shared.caches.values()}
                 for area in zone.caches.values():
                     if area.directory not in kept:
                         shutil.rmtree(area.directory, ignore_errors=True)

@@ -267,6 +267,7 @@ class Supervisor(Generations):
         from pyvs.accel.cache_files import sweep_roots
         from pyvs.runtime.privileges import resolve
 
+        self.cache_paths.update(section.path for _, section in sections)  # (removed at exit)
         sweep_roots({section.path for _, section in sections}, os.getpid())
         try:
             self.shared.open_caches(resolve(self.cfg.global_.user, self.cfg.global_.group))

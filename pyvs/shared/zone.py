@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
+import stat
 from typing import Protocol
 
 from pyvs.shared.pyzone import HEADER, SLOT, PyZone
@@ -90,7 +91,12 @@ class Zone:
             self.fd = os.memfd_create("pyvs-zone", os.MFD_CLOEXEC)
         else:
             self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-            self.created = os.fstat(self.fd).st_size < size
+            st = os.fstat(self.fd)
+            # Made by this process, linked nowhere else: never resize a file planted there.
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != os.geteuid():
+                os.close(self.fd)
+                raise ValueError(f"{path} is not a file this instance made")
+            self.created = st.st_size < size
         os.ftruncate(self.fd, size)
         self.map = mmap.mmap(self.fd, size)
         self.nwords = nwords

@@ -349,9 +349,9 @@ def test_a_reload_keeps_an_unchanged_cache_and_drops_a_changed_one(loop_thread: 
 
 
 def test_background_revalidation_follows_the_rewritten_request(loop_thread: LoopThread, tmp_path: Path) -> None:
-    """A route that rewrites the path: the background request of stale-while-revalidate
-    is the request as the route's filters left it, to the route's own backend (not
-    routed again: the rewritten path would match another route)."""
+    """A route that rewrites the path and sets Host: the background request of
+    stale-while-revalidate is the request as the route's filters left it, to the route's
+    own backend (not routed again: the rewritten path would match another route)."""
     a, b = Origin(), Origin()
     be_a, be_b = RawBackend(loop_thread, a), RawBackend(loop_thread, b)
     port = free_port()
@@ -359,7 +359,8 @@ def test_background_revalidation_follows_the_rewritten_request(loop_thread: Loop
         "listeners": [{"name": "web", "bind": [f"127.0.0.1:{port}"],
                        "cache": {"size": "1m", "max_object": "64k", "path": str(tmp_path)},
                        "routes": [{"match": {"path_prefix": "/api/"}, "backend": "a",
-                                   "rewrite": {"strip_prefix": "/api"}},
+                                   "rewrite": {"strip_prefix": "/api"},
+                                   "request_headers": {"set": {"Host": "internal.a"}}},
                                   {"backend": "b"}]}],
         "backends": [{"name": "a", "servers": [{"name": "a1", "address": be_a.address}]},
                      {"name": "b", "servers": [{"name": "b1", "address": be_b.address}]}],
@@ -440,7 +441,9 @@ def test_workers_that_dropped_root_share_the_store(loop_thread: LoopThread, tmp_
         assert origin.hits["/logo.gif"] == 1
         objects = [f for f in root.glob("*/*") if not f.name.startswith(".")]
         assert len(objects) == 1 and objects[0].stat().st_uid == nobody.pw_uid
-        assert root.stat().st_uid == nobody.pw_uid and root.stat().st_mode & 0o777 == 0o700
+        assert root.stat().st_uid == 0 and root.stat().st_mode & 0o777 == 0o711  # the supervisor's
+        section = objects[0].parent.stat()
+        assert section.st_uid == nobody.pw_uid and section.st_mode & 0o777 == 0o700  # the workers' own
     finally:
         p.stop()
         backend.close()

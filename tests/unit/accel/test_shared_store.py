@@ -216,3 +216,28 @@ def test_a_fetch_claim_of_a_dead_worker_is_taken_over(two: list[SharedStore]) ->
     assert w.table_claim(base, tag, dead << 32, int(time.monotonic() * 1e6), 5_000_000, -1) == dead << 32
     assert not b.fetching_elsewhere(b"k /x")
     assert b.claim_fetch(b"k /x") and not a.claim_fetch(b"k /x")
+
+
+def test_a_reload_that_changes_the_workers_user_gets_a_section_of_its_own(tmp_path: Path) -> None:
+    """The root stays the supervisor's; each user's sections are that user's."""
+    from pyvs.runtime.privileges import Identity
+
+    section = Cache(path=str(tmp_path))
+    nobody = open_section("web", section, 1, Identity("nobody", 65534, 65534))
+    mine = open_section("web", section, 1, None)
+    assert nobody.directory != mine.directory
+    assert Path(nobody.directory).stat().st_uid == 65534 and Path(mine.directory).stat().st_uid == os.geteuid()
+    assert (tmp_path / "pyvs-cache-1").stat().st_mode & 0o777 == 0o711
+
+
+def test_a_planted_zone_file_is_refused(tmp_path: Path) -> None:
+    """The section directory is the workers': a hard link planted as .zone must not
+    be opened (and truncated) by the supervisor."""
+    area = open_section("web", Cache(path=str(tmp_path)), 1, None)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    os.unlink(f"{area.directory}/.zone")
+    os.link(victim, f"{area.directory}/.zone")
+    with pytest.raises(ValueError, match="not a file this instance made"):
+        open_section("web", Cache(path=str(tmp_path)), 1, None)
+    assert victim.read_bytes() == b"precious"  # neither resized nor written
