@@ -33,7 +33,7 @@ def _status_spec(item: Any) -> tuple[int, int]:
 class HealthCheck(Model):
     """An active health check."""
 
-    type: Literal["tcp", "http", "agent", "command"] = Field(description="What kind of check.")
+    type: Literal["tcp", "http", "agent", "command", "grpc"] = Field(description="What kind of check.")
     interval: Duration = Field(2.0, gt=0, description="Time between checks of one server.")
     down_interval: Duration | None = Field(
         None, gt=0, description="Time between checks while the server is DOWN (default: interval)."
@@ -57,6 +57,9 @@ class HealthCheck(Model):
     )
     expect_body: str | None = Field(None, description="http: a regular expression the body must match.")
     tls: bool = Field(False, description="http: check over TLS (the certificate is not verified).")
+    grpc_service: str = Field(
+        "", description="grpc: the service asked about (grpc.health.v1); empty: the server as a whole."
+    )
     command: list[str] = Field(
         default_factory=list,
         description="command: program and arguments; exit status 0 means up. Gets PYVS_SERVER_* in its environment.",

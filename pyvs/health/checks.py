@@ -1,4 +1,5 @@
-"""Active health checks: tcp, http, agent and command. One coroutine per kind.
+"""Active health checks: tcp, http, agent, command and grpc. One coroutine per kind
+(HTTP/2 ones, ``http`` to a ``proto: h2`` server and ``grpc``, in h2check.py).
 
 Each check returns a :class:`CheckResult`; none raises for a failing server (a
 refused connection, a timeout, a bad status are results, not errors). The timeout
@@ -14,6 +15,7 @@ import re
 import ssl
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyvs.balance.capacity import AgentReport, parse_agent_reply
 from pyvs.config.health_schema import HealthCheck
@@ -38,6 +40,8 @@ class Target:
     server: str
     host: str
     port: int
+    proto: str = "http1"  # servers[].proto: an http check speaks HTTP/2 to h2 and h2c servers
+    tls: Any = None  # servers[].tls (ServerTls), for HTTP/2 checks (HTTP/1.1 ones use BY_SERVER)
 
 
 def _unescape(text: str) -> bytes:
@@ -207,8 +211,12 @@ async def run_check(cfg: HealthCheck, t: Target, server_address: str) -> CheckRe
         async with asyncio.timeout(cfg.timeout):
             if cfg.type == "tcp":
                 ok, detail = await tcp_check(cfg, t)
-            elif cfg.type == "http":
+            elif cfg.type == "http" and t.proto == "http1":
                 ok, detail = await http_check(cfg, t)
+            elif cfg.type in ("http", "grpc"):
+                from pyvs.health.h2check import grpc_check, http2_check
+
+                ok, detail = await (http2_check(cfg, t) if cfg.type == "http" else grpc_check(cfg, t))
             elif cfg.type == "agent":
                 ok, detail, agent = await agent_check(cfg, t)
             else:

@@ -59,7 +59,7 @@ class Entry:
         host, _, port = server.address.rpartition(":")
         host = host.strip("[]")
         port_n = self.check.port if self.check and self.check.port else int(port)
-        self.target = Target(backend.name, server.name, host, port_n)
+        self.target = Target(backend.name, server.name, host, port_n, server.proto, server.tls)
 
     def weight(self, now: float) -> int:
         """Effective scheduler weight: configured x scale x agent share x slow-start ramp."""
