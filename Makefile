@@ -4,12 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_TEST := curl keepalived iproute2 redis-server nftables bind9-dnsutils nsd chromium snmpd snmp nghttp2-client
+# Build dependencies of the C helpers: OpenSSL 3 headers for pyvs/tls/_tickets.c.
+APT_BUILD := libssl-dev gcc
 APT_BENCH := wrk haproxy nginx-light libnginx-mod-stream curl nftables nsd dnsperf openssl nghttp2-client
 
 .PHONY: run test deps venv lint bench bench-dns soak clean
 
 # setup.py builds the optional C head scanner (pyvs/http/_scan.c) in place.
-$(STAMP): pyproject.toml setup.py pyvs/http/_scan.c pyvs/shared/_zone.c pyvs/runtime/_traffic.c
+$(STAMP): pyproject.toml setup.py pyvs/http/_scan.c pyvs/shared/_zone.c pyvs/runtime/_traffic.c pyvs/tls/_tickets.c
+	@bash scripts/apt-ensure.sh $(APT_BUILD)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

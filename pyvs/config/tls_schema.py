@@ -5,8 +5,8 @@ certificate, key or CA is an error of ``pyvs check`` (and refuses a start or a
 reload) that names the key, e.g. ``listeners[0].tls.certificates[1]: cannot read
 the key /etc/pyvs/b.key: No such file or directory``. The contexts built then are
 kept on the model (a private attribute), so the supervisor holds them before it
-forks the workers: that is how every worker shares the session-ticket keys
-(pyvs/tls/server.py).
+forks the workers, with the session-ticket keys every worker shares
+(pyvs/tls/tickets.py).
 """
 
 from __future__ import annotations
@@ -73,7 +73,15 @@ class TlsListener(Model):
         description="Protocols offered by ALPN, in order: h2 and/or http/1.1 (h2: HTTP/2, docs/http2.md).",
     )
     session_tickets: bool = Field(
-        True, description="Resumption by session tickets; the keys are shared by all workers, new at each reload."
+        True, description="Resumption by session tickets; the keys are the same in all workers."
+    )
+    ticket_rotation: Duration = Field(
+        3600.0, ge=0, description="Session-ticket keys change this often; a ticket resumes for one to two "
+        "periods (0: OpenSSL's own keys, renewed at each reload only)."
+    )
+    ticket_key_file: str | None = Field(
+        None, description="File of at least 32 random bytes the ticket keys derive from: nodes sharing it "
+        "resume each other's tickets (absent: a random secret per pyvs start)."
     )
     client_ca: str | None = Field(None, description="PEM CA file: ask clients for a certificate signed by it (mTLS).")
     client_verify: Literal["required", "optional"] = Field(
@@ -104,6 +112,13 @@ class TlsListener(Model):
             raise ValueError("a protocol is named twice")
         return v
 
+    @field_validator("ticket_rotation")
+    @classmethod
+    def _rotation(cls, v: float) -> float:
+        if 0 < v < 1:
+            raise ValueError("expected 0 (off) or at least 1s")
+        return v
+
     @field_validator("client_subject_header")
     @classmethod
     def _header(cls, v: str) -> str:
@@ -120,8 +135,19 @@ class TlsListener(Model):
         if len(defaults) > 1:
             raise ValueError(f"certificates[{defaults[1]}].default: only one certificate can be the default")
         specs = [CertSpec(*c.files(), default=c.default) for c in self.certificates]
+        key = None
+        if self.ticket_key_file is not None:
+            if not self.session_tickets or not self.ticket_rotation:
+                raise ValueError("ticket_key_file: needs session_tickets and a ticket_rotation above 0")
+            from pyvs.tls.tickets import secret_of_file
+
+            try:
+                key = secret_of_file(self.ticket_key_file)
+            except ValueError as exc:
+                raise ValueError(f"ticket_key_file: {exc}") from None
         self._server = TlsServer(specs, profile=self.profile, alpn=self.alpn, client_ca=self.client_ca,
-                                 client_verify=self.client_verify, tickets=self.session_tickets)
+                                 client_verify=self.client_verify, tickets=self.session_tickets,
+                                 ticket_rotation=self.ticket_rotation, ticket_key=key)
         return self
 
     @property

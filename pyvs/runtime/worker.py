@@ -172,12 +172,11 @@ class WorkerRuntime:
                         from pyvs.h2.detect import protocol_factory
 
                         h2 = protocol_factory(lst)
-                    server = await self.loop.create_server(
-                        h2 if h2 is not None else (lambda lst=lst: H1Connection(lst)) if tls is None
-                        else (lambda lst=lst, tls=tls: tls.protocol(lst)),
-                        sock=sock, backlog=lst.cfg.backlog, ssl=tls.context if tls is not None else None,
-                        ssl_handshake_timeout=tls.handshake_timeout if tls is not None else None,
-                    )
+                    factory: Any = (h2 if h2 is not None else (lambda lst=lst: H1Connection(lst)) if tls is None
+                                    else (lambda lst=lst, tls=tls: tls.protocol(lst)))
+                    if tls is not None:  # TLS around each protocol (pyvs/tls/transport.py), not by ssl=
+                        factory = tls.serve(factory, self.loop)
+                    server = await self.loop.create_server(factory, sock=sock, backlog=lst.cfg.backlog)
                 except OSError as exc:  # the supervisor prints this as the reason of a failed start
                     raise OSError(exc.errno, f"listener {lst.cfg.name!r} cannot bind {addr}: {exc.strerror}") from None
                 self.servers.append(server)

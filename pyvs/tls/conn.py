@@ -25,7 +25,9 @@ that asked by address) is not checked: there was no name to compare with.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pyvs.l7.h1conn import H1Connection
@@ -70,11 +72,12 @@ def rfc4514(subject: Any) -> str:
 class TlsEndpoint:
     """What a worker's TLS listener needs at accept and per request."""
 
-    __slots__ = ("check_host", "context", "handshake_timeout", "server", "subject_header")
+    __slots__ = ("check_host", "context", "handshake_timeout", "server", "subject_header", "tickets")
 
     def __init__(self, cfg: TlsListener) -> None:
         self.server: TlsServer = cfg.server
         self.context: ssl.SSLContext = self.server.front
+        self.tickets = self.server.queued_tickets  # TLS 1.3 tickets to queue per connection
         self.check_host = cfg.check_host
         self.handshake_timeout = cfg.handshake_timeout
         self.subject_header = cfg.client_subject_header if cfg.client_ca is not None else None
@@ -82,9 +85,21 @@ class TlsEndpoint:
     def protocol(self, lst: ListenerRuntime) -> TlsConnection:
         return TlsConnection(lst)
 
+    def serve(self, factory: Callable[[], asyncio.Protocol],
+              loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.BaseProtocol]:
+        """The factory to give ``create_server`` (without ``ssl=``): TLS by
+        :mod:`pyvs.tls.transport` around the protocols of ``factory``."""
+        from pyvs.tls import transport
+
+        transport.prepare(self.context)
+        return transport.server_factory(factory, self.context, loop, self.handshake_timeout)
+
 
 class TlsFacts:
-    """One TLS connection's facts, as bytes, each computed on first use."""
+    """One TLS connection's facts, as bytes. The cipher is computed on first use; the
+    version and the client's subject are read at once, because OpenSSL answers neither
+    while TLS 1.3 tickets are queued (pyvs/tls/transport.py: from the first read to the
+    first response, the connection counts as "in handshake" again)."""
 
     __slots__ = ("_cipher", "_subject", "_version", "cert", "endpoint", "sni", "sslobj")
 
@@ -95,9 +110,11 @@ class TlsFacts:
         self.sni = name.lower().rstrip(".").encode("ascii", "replace") if name else b""
         cert = getattr(sslobj, "pyvs_cert", None)
         self.cert: int | None = cert if cert is not None else endpoint.server.default
-        self._version: bytes | None = None
+        self._version: bytes | None = (sslobj.version() or "").encode()
         self._cipher: bytes | None = None
         self._subject: bytes | None = None
+        if endpoint.subject_header is not None:  # mTLS: the subject goes to every request
+            self._subject = self._peer_subject()
 
     @property
     def version(self) -> bytes:
@@ -121,12 +138,15 @@ class TlsFacts:
         """The verified client certificate's subject (RFC 4514), empty without one."""
         s = self._subject
         if s is None:
-            try:
-                peer = self.sslobj.getpeercert()
-            except ValueError:
-                peer = None
-            s = self._subject = rfc4514(peer.get("subject")).encode("ascii") if peer else b""
+            s = self._subject = self._peer_subject()
         return s
+
+    def _peer_subject(self) -> bytes:
+        try:
+            peer = self.sslobj.getpeercert()
+        except ValueError:
+            peer = None
+        return rfc4514(peer.get("subject")).encode("ascii") if peer else b""
 
     def misdirected(self, host: bytes | None) -> bool:
         """The SNI/Host rule (see the module docstring): True means answer 421."""
@@ -150,7 +170,13 @@ class TlsRequestView(RequestView):
 
 
 class TlsConnection(H1Connection):
-    """An HTTP/1 connection over TLS: the facts are taken when it is accepted."""
+    """An HTTP/1 connection over TLS: the facts are taken when it is accepted.
+
+    A client that closes its side (close_notify, or a TCP FIN) after its request gets
+    the answer, as over plain TCP: pyvs.tls.transport hands both to this connection
+    (``_close_notify``, ``tls_eof``) instead of letting uvloop close at once."""
+
+    peer_done = False  # the client sent close_notify or FIN (decided once)
 
     def connection_made(self, transport: Any) -> None:
         endpoint = self.lst.tls
@@ -159,14 +185,53 @@ class TlsConnection(H1Connection):
             facts = TlsFacts(endpoint, sslobj)
             self.tls = facts
             self.ex.view = TlsRequestView(facts)
+            sslobj.pyvs_close_notify = self._close_notify  # (pyvs.tls.transport.ServerSSLObject)
+            # TLS 1.3 tickets: queued at the first read, sent with the first response (one
+            # write less per connection; pyvs/tls/transport.py, pyvs/tls/tickets.py).
+            sslobj.pyvs_tickets = endpoint.tickets
         super().connection_made(transport)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        tls = self.tls
+        if tls is not None:
+            tls.sslobj.pyvs_close_notify = None  # (no reference cycle left behind)
+        super().connection_lost(exc)
+
     def eof_received(self) -> bool | None:
-        """Over TLS a client's EOF ends the connection: uvloop's SSL transport ignores
-        "keep the write side open" (and warns), so a half-closed TLS client does not get
-        the response an HTTP/1 client gets in that case (docs/tls.md)."""
+        """uvloop's own EOF path (a close_notify while pyvs is closing): uvloop ignores
+        "keep the write side open" there (and warns), so never ask for it."""
         super().eof_received()
         return None
+
+    def _close_notify(self) -> bool:
+        """The client sent close_notify; False: let uvloop handle it (closing anyway)."""
+        if self.closed:
+            return False
+        self._peer_closed()
+        return True
+
+    def tls_eof(self) -> bool:
+        """The client's TCP FIN; True: keep the connection until the answer is out."""
+        tls = self.tls
+        if self.closed or self.transport is None or tls is None:
+            return False
+        tls.sslobj.pyvs_peer_eof = True  # our shutdown will not wait for its close_notify
+        self._peer_closed()
+        return True
+
+    def _peer_closed(self) -> None:
+        if not self.peer_done:
+            self.peer_done = True
+            # After the bytes read with it reach data_received (uvloop delivers them
+            # after the read that found the close_notify, or in a callback queued
+            # at the end of the handshake).
+            self.loop.call_soon(self._half_closed)
+
+    def _half_closed(self) -> None:
+        """What HTTP/1 does on a half-close: answer the request under way, then close;
+        close at once when there is none."""
+        if not self.closed and not H1Connection.eof_received(self):
+            self._close()
 
 
 def facts_of(view: object) -> TlsFacts | None:

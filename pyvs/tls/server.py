@@ -11,14 +11,13 @@ one-label wildcard, then the default -- and switches the connection to that
 certificate's context. With no match and no default the handshake is refused with
 an ``unrecognized_name`` alert, before any certificate is shown.
 
-Session resumption. OpenSSL encrypts session tickets with the keys of the context
-the connection *started* on (its ``session_ctx``, the front context, whichever
-certificate SNI then chose). That context is created while the configuration is
-loaded, in the supervisor, before any worker is forked: every worker inherits the
-same ticket keys, so a client resumes its session whichever worker accepts the new
-connection. A reload (and a changed certificate file, which causes one) loads the
-configuration again: new contexts, new ticket keys -- that is the key rotation;
-sessions of the previous keys fall back to a full handshake.
+Session resumption. With ``ticket_rotation`` (the default) every context of the
+listener gets the ticket keys of :mod:`pyvs.tls.tickets`: derived per time epoch from
+a secret the supervisor draws before forking, so every worker has the same keys, they
+rotate on the clock, and a reload keeps them. Without it (or where the helper cannot
+be used) OpenSSL's own keys apply: it encrypts tickets with the keys of the context
+the connection *started* on (the front context), created in the supervisor before the
+fork, hence shared by the workers too, and new at each reload.
 
 The facts of a connection (version, cipher, SNI, the certificate chosen, the client
 certificate's subject) are read from its ``SSLObject`` when first asked for
@@ -72,11 +71,12 @@ def server_context(profile: profiles.Profile, alpn: Sequence[str], client_ca: st
 class TlsServer:
     """A listener's certificates and contexts (see the module docstring)."""
 
-    __slots__ = ("certs", "contexts", "default", "exact", "front", "mtimes", "wild")
+    __slots__ = ("certs", "contexts", "default", "exact", "front", "mtimes", "queued_tickets", "rotation", "wild")
 
     def __init__(self, specs: Sequence[CertSpec], *, profile: profiles.Profile = "intermediate",
                  alpn: Sequence[str] = ("http/1.1",), client_ca: str | None = None,
-                 client_verify: str = "required", tickets: bool = True) -> None:
+                 client_verify: str = "required", tickets: bool = True, ticket_rotation: float = 0.0,
+                 ticket_key: bytes | None = None) -> None:
         """One context per certificate; ValueError (``client_ca: ...``) when the
         client CA cannot be loaded."""
         contexts: list[ssl.SSLContext] = []
@@ -102,6 +102,22 @@ class TlsServer:
         self.front = self.contexts[self.default if self.default is not None else 0]
         self.front.sni_callback = self.on_sni
         self.mtimes = tuple(m for c in self.certs for m in c.mtimes)
+        # Ticket keys rotated on a clock, the same in every worker (pyvs/tls/tickets.py);
+        # 0: OpenSSL's own keys (shared through the fork, renewed at each reload).
+        self.rotation = 0.0
+        # TLS 1.3 tickets queued per connection, sent with its first response (0: sent by
+        # OpenSSL at the end of the handshake, one write more per connection).
+        self.queued_tickets = 0
+        if tickets:
+            from pyvs.tls import tickets as keys
+
+            usable = True
+            if ticket_rotation > 0:
+                lbl = keys.label(profile, client_ca, client_verify, self.names())
+                usable = keys.install(self.contexts, lbl, ticket_rotation, ticket_key)
+                self.rotation = float(ticket_rotation) if usable else 0.0
+            if usable:  # (a context the helper refused keeps all of OpenSSL's behaviour)
+                self.queued_tickets = keys.defer(self.contexts)
 
     def select(self, name: str | None) -> int | None:
         """The certificate for SNI ``name``: exact, wildcard, default (None: refuse)."""
@@ -136,7 +152,7 @@ class TlsServer:
     def statistics(self) -> dict[str, Any]:
         """What /status shows of the listener's TLS: each certificate's file, names,
         expiry, and which one is the default."""
-        return {"certificates": [
+        return {"session_ticket_rotation": self.rotation or None, "certificates": [
             {"cert": c.cert, "names": list(c.names), "default": i == self.default,
              "not_after": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(c.not_after)),
              "expires_in_days": round((c.not_after - time.time()) / 86400, 1)}

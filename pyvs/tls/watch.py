@@ -3,11 +3,10 @@
 Theory of operation
 -------------------
 A listener's contexts are built while its configuration is loaded, in the
-supervisor, before the workers fork (that is what shares the session-ticket keys,
-pyvs/tls/server.py). A new certificate therefore reaches the workers the way a new
-configuration does: by a reload -- a new generation of workers on the same
-listening sockets, the old one draining (pyvs/runtime/generations.py). No
-connection is refused or cut, and the reload brings new ticket keys.
+supervisor, before the workers fork. A new certificate therefore reaches the workers
+the way a new configuration does: by a reload -- a new generation of workers on the
+same listening sockets, the old one draining (pyvs/runtime/generations.py). No
+connection is refused or cut, and the session-ticket keys stay (pyvs/tls/tickets.py).
 
 :func:`watch` polls the modification times of every certificate, chain and key file
 of the running configuration (``tls.watch_interval``, the smallest of the

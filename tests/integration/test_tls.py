@@ -21,6 +21,7 @@ from tests.unit.tls.pki import Pki
 
 A = "a.example.test"  # certificate A: a.example.test and *.wild.example.test
 B = "b.example.test"  # certificate B (the default of the main listener)
+ROTATION = 2  # seconds: ticket_rotation of the "rot" listener
 
 
 class Env:
@@ -33,7 +34,7 @@ class Env:
         self.alice = cl.issue("alice.clients.test", common_name="alice")
         self.web = Backend(lt, "web")
         self.other = Backend(lt, "other")
-        self.port, self.strict, self.mtls, self.plain = (free_port() for _ in range(4))
+        self.port, self.strict, self.mtls, self.plain, self.rot = (free_port() for _ in range(5))
         echo = {"set": {"X-Tls-Version": "%{tls_version}", "X-Tls-Sni": "%{tls_sni}",
                         "X-Tls-Cipher": "%{tls_cipher}", "X-Rid": "%{request_id}"}}
         certs = [{"cert": cert_a.cert, "key": cert_a.key}, {"cert": cert_b.cert, "key": cert_b.key, "default": True}]
@@ -56,6 +57,11 @@ class Env:
                  "tls": {"certificates": [{"cert": cert_a.cert, "key": cert_a.key}],
                          "client_ca": cl.ca_pem, "client_subject_header": "X-Client-DN"}},
                 {"name": "plain", "bind": [f"127.0.0.1:{self.plain}"], "redirect_https": self.port},
+                # Ticket keys that change every ROTATION seconds (pyvs/tls/tickets.py).
+                {"name": "rot", "bind": [f"127.0.0.1:{self.rot}"],
+                 "routes": [{"backend": "web", "request_headers": {"set": {"X-Rid": "%{request_id}"}}}],
+                 "tls": {"certificates": [{"cert": cert_a.cert, "key": cert_a.key}],
+                         "ticket_rotation": f"{ROTATION}s"}},
             ],
             "backends": [
                 {"name": "web", "servers": [{"name": "w1", "address": self.web.address}]},
@@ -184,25 +190,29 @@ def _old_client() -> ssl.SSLContext:
 
 
 def test_bad_clients_are_refused_cleanly_and_the_listener_keeps_serving(env: Env) -> None:
-    # TLS 1.0 only: the handshake fails (no answer, the connection closed), no hang.
+    # TLS 1.0 only: the handshake fails with a protocol_version alert, no hang.
     for port in (env.port, env.strict):
-        with pytest.raises((ssl.SSLError, ConnectionError)):
+        with pytest.raises(ssl.SSLError, match="TLSV1_ALERT_PROTOCOL_VERSION"):
             get(_old_client(), port, A)
     # TLS 1.2 on the modern (TLS 1.3 only) listener
     with pytest.raises(ssl.SSLError):
         get(env.context(maximum_version=ssl.TLSVersion.TLSv1_2), env.strict, A)
     # No default certificate: an unknown name and a client without SNI are refused
-    # (OpenSSL prepares an unrecognized_name alert; uvloop closes without sending it).
-    with pytest.raises(ssl.SSLError):
+    # with an unrecognized_name alert, before any certificate is shown.
+    with pytest.raises(ssl.SSLError, match="TLSV1_UNRECOGNIZED_NAME"):
         get(env.context(), env.strict, "unknown.example.test")
     no_sni = env.context(check_hostname=False)
-    with pytest.raises(ssl.SSLError):
+    with pytest.raises(ssl.SSLError, match="TLSV1_UNRECOGNIZED_NAME"):
         get(no_sni, env.strict, None)
-    assert env.curl("unknown.example.test", "/name", port=env.strict).returncode == 35
+    r = env.curl("unknown.example.test", "/name", port=env.strict)
+    assert r.returncode == 35 and b"unrecognized name" in r.stderr, r.stderr
     # Not TLS at all
     with socket.create_connection(("127.0.0.1", env.port), timeout=10) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert s.recv(100) == b""  # closed (any alert is binary, never an HTTP answer)
+        answer = s.recv(100)
+        assert not answer.startswith(b"HTTP")  # at most a TLS alert, never an HTTP answer
+        while answer:
+            answer = s.recv(100)  # then closed
     # ... and everybody else is still served, on both listeners
     assert env.curl(A, "/name", port=env.strict).stdout == b"web"
     assert env.curl(B, "/name").stdout == b"web"
@@ -270,3 +280,151 @@ def test_large_bodies_both_ways_over_tls(env: Env, tmp_path: Path) -> None:
     r = env.curl(A, "/upload", "--data-binary", f"@{upload}", "-H", "Content-Type: application/octet-stream")
     body = json.loads(r.stdout)
     assert body["length"] == size and body["sha256"] == hashlib.sha256(pattern(size)).hexdigest()
+
+
+def test_openssl_s_client_sees_the_alerts(env: Env) -> None:
+    def s_client(*args: str) -> str:
+        r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{args[0]}", *args[1:]],
+                           input=b"", capture_output=True, timeout=30)
+        return (r.stdout + r.stderr).decode(errors="replace")
+
+    out = s_client(str(env.port), "-tls1")
+    assert "alert protocol version" in out, out
+    out = s_client(str(env.strict), "-servername", "unknown.example.test")
+    assert "unrecognized name" in out, out
+
+
+class HalfClosingClient:
+    """A TLS client over memory BIOs on a raw socket, so that it can send close_notify
+    (and a TCP FIN) after its request and still read the answer."""
+
+    def __init__(self, port: int, ctx: ssl.SSLContext, name: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_hostname=name)
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                data = self.sock.recv(65536)
+                if not data:
+                    raise ConnectionError("closed during the handshake") from None
+                self.inc.write(data)
+        self._flush()
+
+    def _flush(self) -> None:
+        data = self.out.read()
+        if data:
+            self.sock.sendall(data)
+
+    def send(self, data: bytes) -> None:
+        self.obj.write(data)
+        self._flush()
+
+    def close_notify(self) -> None:
+        try:
+            self.obj.unwrap()
+        except ssl.SSLWantReadError:
+            pass  # the server's close_notify has not come yet
+        self._flush()
+
+    def read_until_closed(self) -> tuple[bytes, bool]:
+        """Everything the server sends until it closes; and whether it sent close_notify."""
+        got = b""
+        notified = False
+        while data := self.sock.recv(65536):
+            self.inc.write(data)
+            try:
+                while chunk := self.obj.read(65536):
+                    got += chunk
+                notified = True  # b"": the server's close_notify
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError:
+                notified = True
+        self.sock.close()
+        return got, notified
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+@pytest.mark.parametrize("how", ["close_notify+fin", "close_notify", "fin"])
+def test_a_client_that_half_closes_after_its_request_gets_the_answer(env: Env, version: ssl.TLSVersion,
+                                                                      how: str) -> None:
+    c = HalfClosingClient(env.port, env.context(maximum_version=version), A)
+    c.send(b"GET /name HTTP/1.1\r\nHost: %s\r\n\r\n" % A.encode())  # keep-alive asked for
+    if "close_notify" in how:
+        c.close_notify()
+    if "fin" in how:
+        c.sock.shutdown(socket.SHUT_WR)
+    start = time.monotonic()
+    got, notified = c.read_until_closed()
+    assert got.startswith(b"HTTP/1.1 200 ") and got.endswith(b"\r\n\r\nweb"), got
+    assert notified  # pyvs closed cleanly, with its own close_notify
+    assert time.monotonic() - start < 8  # and at once, not at a shutdown timeout
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_a_half_close_between_requests_closes_at_once(env: Env, version: ssl.TLSVersion) -> None:
+    c = HalfClosingClient(env.port, env.context(maximum_version=version), A)
+    c.send(b"GET /name HTTP/1.1\r\nHost: %s\r\n\r\n" % A.encode())
+    c.close_notify()
+    c.sock.shutdown(socket.SHUT_WR)
+    got, _ = c.read_until_closed()
+    assert got.endswith(b"web")
+    c = HalfClosingClient(env.port, env.context(maximum_version=version), A)
+    c.close_notify()  # no request at all
+    start = time.monotonic()
+    got, notified = c.read_until_closed()
+    assert got == b"" and notified and time.monotonic() - start < 8
+
+
+def _epoch() -> int:
+    return int(time.time() // ROTATION)
+
+
+def _in_one_epoch(ctx: ssl.SSLContext, port: int, session: ssl.SSLSession | None) -> tuple[Conn, bytes, int] | None:
+    """One request; None when the connection straddled a key rotation (ambiguous)."""
+    before = _epoch()
+    conn, data = get(ctx, port, A, session=session)
+    return (conn, data, before) if _epoch() == before else None
+
+
+def _next_epoch() -> None:
+    time.sleep(ROTATION - time.time() % ROTATION + 0.05)  # the keys change on the clock
+
+
+def test_ticket_keys_rotate_previous_resumes_older_does_not(env: Env) -> None:
+    """A ticket resumes in its key's period and the next (renewed then), on either
+    worker; two rotations later it gets a full handshake. TLS 1.2 and 1.3 side by side."""
+    versions = (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3)
+    ctxs = [env.context(maximum_version=v) for v in versions]
+    for _attempt in range(3):  # a step that straddles a rotation is tried again
+        _next_epoch()
+        got = [_in_one_epoch(ctx, env.rot, None) for ctx in ctxs]
+        firsts = [f for f in got if f is not None]
+        if len(firsts) != 2 or firsts[0][2] != firsts[1][2]:
+            continue
+        epoch = firsts[0][2]
+        olds = [f[0].session for f in firsts]
+        assert all(o is not None for o in olds) and not any(f[0].session_reused for f in firsts)
+        _next_epoch()
+        renewed: list[ssl.SSLSession | None] = [None, None]
+        steps = [_in_one_epoch(ctxs[i % 2], env.rot, olds[i % 2]) for i in range(8)]  # both workers, likely
+        if any(st is None or st[2] != epoch + 1 for st in steps):
+            continue
+        for i, st in enumerate(steps):
+            assert st is not None
+            assert st[0].session_reused, f"{versions[i % 2].name}: the previous key's ticket was refused"
+            renewed[i % 2] = st[0].session
+        _next_epoch()
+        lates = [_in_one_epoch(ctx, env.rot, old) for ctx, old in zip(ctxs, olds, strict=True)]
+        agains = [_in_one_epoch(ctx, env.rot, r) for ctx, r in zip(ctxs, renewed, strict=True)]
+        if any(x is None or x[2] != epoch + 2 for x in lates + agains):
+            continue
+        for v, late, again in zip(versions, lates, agains, strict=True):
+            assert late is not None and not late[0].session_reused, f"{v.name}: a ticket two rotations old resumed"
+            assert again is not None and again[0].session_reused, f"{v.name}: the renewed ticket did not resume"
+        return
+    pytest.fail("every attempt straddled a key rotation (machine too slow for a 2 s period?)")

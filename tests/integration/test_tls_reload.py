@@ -1,6 +1,6 @@
 """Certificates reload: a changed file is served after an automatic reload, a broken one
-is refused (the running certificate stays, the log says why), and a reload rotates
-the session-ticket keys."""
+is refused (the running certificate stays, the log says why), and a reload keeps the
+rotating session-ticket keys (OpenSSL's own keys, with ticket_rotation 0, are renewed)."""
 
 from __future__ import annotations
 
@@ -84,16 +84,20 @@ def test_changed_certificate_is_served_and_a_broken_one_is_not(tmp_path: Path, l
         web.close()
 
 
-def test_reload_rotates_the_ticket_keys(tmp_path: Path, loop_thread: LoopThread) -> None:
+def test_reload_keeps_the_ticket_keys_unless_openssl_keys(tmp_path: Path, loop_thread: LoopThread) -> None:
+    """The rotating keys (pyvs/tls/tickets.py) survive a reload, so returning clients
+    keep resuming; with ``ticket_rotation: 0`` (OpenSSL's own keys) a reload renews them."""
     import ssl
 
     pki = Pki(tmp_path / "pki")
     cert = pki.issue(NAME)
     web = Backend(loop_thread, "web")
-    port = free_port()
+    port, fixed = free_port(), free_port()
+    tls = {"certificates": [{"cert": cert.cert, "key": cert.key}]}
     cfg: dict[str, Any] = {
-        "listeners": [{"name": "tls", "bind": [f"127.0.0.1:{port}"], "backend": "web",
-                       "tls": {"certificates": [{"cert": cert.cert, "key": cert.key}]}}],
+        "listeners": [{"name": "tls", "bind": [f"127.0.0.1:{port}"], "backend": "web", "tls": tls},
+                      {"name": "fixed", "bind": [f"127.0.0.1:{fixed}"], "backend": "web",
+                       "tls": {**tls, "ticket_rotation": 0}}],
         "backends": [{"name": "web", "servers": [{"name": "w1", "address": web.address}]}],
     }
     pyvs = Pyvs(cfg, tmp_path, workers=2)
@@ -101,11 +105,15 @@ def test_reload_rotates_the_ticket_keys(tmp_path: Path, loop_thread: LoopThread)
         ctx = ssl.create_default_context(cafile=pki.ca_pem)
         conn, _ = get(ctx, port, NAME, "/name")
         assert get(ctx, port, NAME, "/name", conn.session)[0].session_reused
+        conn0, _ = get(ctx, fixed, NAME, "/name")
+        assert get(ctx, fixed, NAME, "/name", conn0.session)[0].session_reused
         pyvs.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: pyvs.log.read_text().count("after the reload") == 2)  # the old workers are gone
         again, data = get(ctx, port, NAME, "/name", conn.session)
-        assert not again.session_reused and data.endswith(b"web")  # a full handshake, then served
-        assert get(ctx, port, NAME, "/name", again.session)[0].session_reused
+        assert again.session_reused and data.endswith(b"web")  # same keys after the reload
+        again0, data = get(ctx, fixed, NAME, "/name", conn0.session)
+        assert not again0.session_reused and data.endswith(b"web")  # new OpenSSL keys: a full handshake
+        assert get(ctx, fixed, NAME, "/name", again0.session)[0].session_reused
     finally:
         pyvs.stop()
         web.close()

@@ -39,9 +39,10 @@ class FakeSsl:
 
 
 class Endpoint:
-    def __init__(self, server: TlsServer, check_host: bool = True) -> None:
+    def __init__(self, server: TlsServer, check_host: bool = True, subject_header: str | None = None) -> None:
         self.server = server
         self.check_host = check_host
+        self.subject_header = subject_header
 
 
 @pytest.fixture(scope="module")
