@@ -116,6 +116,7 @@ class H2Codec:
         self.rbuf = b""
         self.preface_seen = False
         self.settings_seen = False
+        self.settings_acked = False  # the client acknowledged our SETTINGS (our limits bind it)
         self.decoder = Decoder(list_limit=max_list)
         self.highest = 0  # highest stream id the client opened (or tried to)
         self.hsid = 0  # a header block in progress: its stream, flags, pieces, CONTINUATION count
@@ -157,6 +158,16 @@ class H2Codec:
     def on_refused(self) -> None:
         """A stream refused for SETTINGS_MAX_CONCURRENT_STREAMS (counted; a client
         that keeps opening streams over the limit is a flood too)."""
+
+    def on_stream_error(self) -> None:
+        """We reset a stream for the client's fault: counted like the client's own
+        resets (a client must not get many streams started and reset by provoking
+        errors: "MadeYouReset", CVE-2025-8671)."""
+
+    def on_ignored_block(self) -> bool:
+        """A header block for a stream that is closed or was never opened (decoded
+        for the HPACK table, then dropped); True: closed."""
+        return False
 
     def on_goaway(self, code: int) -> None:
         raise NotImplementedError
@@ -216,6 +227,8 @@ class H2Codec:
                         raise H2Failure(PROTOCOL_ERROR, "a frame inside a header block")
                     self._continuation(sid, flags, payload)
                 elif ftype == HEADERS:
+                    if length > self.block_limit:
+                        raise H2Failure(ENHANCE_YOUR_CALM, "header block too large")
                     if flags & _PLAIN_HEADERS == END_HEADERS and sid & 1 and self.settings_seen:
                         self._block(sid, flags, payload)  # the common case: one frame, no padding
                     else:
@@ -312,7 +325,8 @@ class H2Codec:
             return
         st = self.streams.get(sid)
         if st is None or (st.lclosed and st.rdone):
-            return  # a closed stream (reset by us, or done): ignored
+            self.on_ignored_block()  # a closed stream (reset by us, or done): ignored, counted
+            return
         if st.rdone:
             self._stream_error(st, STREAM_CLOSED)
         elif not end:
@@ -365,6 +379,9 @@ class H2Codec:
             self.swin += inc
             if self.swin > MAX_WINDOW:
                 raise H2Failure(FLOW_CONTROL_ERROR, "connection window over 2^31-1")
+            # Each one walks the waiting streams: tiny increments count as control frames.
+            if inc < 1024 and self.on_control():
+                return
             self.on_send_window(None)
             return
         st = self.streams.get(sid)
@@ -387,6 +404,7 @@ class H2Codec:
         if flags & ACK:
             if payload:
                 raise H2Failure(FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            self.settings_acked = True
             return
         if len(payload) % 6:
             raise H2Failure(FRAME_SIZE_ERROR, "SETTINGS of a wrong size")
@@ -394,20 +412,13 @@ class H2Codec:
         self.settings_seen = True
         if not first and self.on_control():
             return
-        window_changed = False
+        window = -1  # the last SETTINGS_INITIAL_WINDOW_SIZE of the frame: applied once, after
         for off in range(0, len(payload), 6):
             ident, value = _SETTING.unpack_from(payload, off)
             if ident == S_INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW:
                     raise H2Failure(FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1")
-                delta = value - self.peer_window
-                if delta:
-                    self.peer_window = value
-                    for st in self.streams.values():
-                        st.sw += delta
-                        if st.sw > MAX_WINDOW:
-                            raise H2Failure(FLOW_CONTROL_ERROR, "a stream window over 2^31-1")
-                    window_changed = True
+                window = value
             elif ident == S_MAX_FRAME_SIZE:
                 if not 16384 <= value <= 16777215:
                     raise H2Failure(PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
@@ -415,9 +426,17 @@ class H2Codec:
             elif ident == S_ENABLE_PUSH:
                 if value > 1:
                     raise H2Failure(PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH not 0 or 1")
-            # (HEADER_TABLE_SIZE: our encoder never inserts; the others do not bind a server)
+            # (HEADER_TABLE_SIZE: our encoder never inserts and starts each block with a
+            # table size update to 0; the others do not bind a server)
+        delta = window - self.peer_window if window >= 0 else 0
+        if delta:
+            self.peer_window = window
+            for st in self.streams.values():
+                st.sw += delta
+                if st.sw > MAX_WINDOW:
+                    raise H2Failure(FLOW_CONTROL_ERROR, "a stream window over 2^31-1")
         self._frame(SETTINGS, ACK, 0, b"")
-        if window_changed:
+        if delta:
             self.on_send_window(None)
 
     def _rst_stream(self, sid: int, payload: bytes) -> None:
@@ -437,6 +456,7 @@ class H2Codec:
         self.reset_stream(st.sid, code)
         st.rdone = st.lclosed = True
         st.on_reset()
+        self.on_stream_error()
 
     def _give_back(self, n: int) -> None:
         """Connection window for bytes that no stream will consume."""

@@ -36,7 +36,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from pyvs.h2.codec import ENHANCE_YOUR_CALM, REFUSED_STREAM, H2Codec, H2Failure
+from pyvs.h2.codec import ENHANCE_YOUR_CALM, PROTOCOL_ERROR, REFUSED_STREAM, H2Codec, H2Failure
 from pyvs.h2.guard import CONTROL, EMPTY, NAMES, RESETS, FloodGuard
 from pyvs.h2.headerblock import Fields
 from pyvs.h2.stream import H2Stream
@@ -79,6 +79,7 @@ class H2ServerConnection(asyncio.Protocol, H2Codec):
         self.buffer_limit = limits.buffer
         self.guard = FloodGuard(limits.window, limits.max_resets, limits.max_control_frames,
                                 limits.max_empty_frames)
+        self.early_refused = 0  # streams refused over the limit before the client knew it
         self.traffic = w.stats.traffic(lst.name)
         self.obs = w.observers.get(lst.name)
         self.codec_init(limits.max_concurrent_streams, limits.initial_window_size, limits.connection_window_size,
@@ -150,10 +151,19 @@ class H2ServerConnection(asyncio.Protocol, H2Codec):
         self.streams.clear()
 
     def pause_writing(self) -> None:
+        """The client does not read: stop reading its frames too, or the answers they
+        ask for (HEADERS, RST_STREAM, PING and SETTINGS acks) would pile up here
+        without bound (CVE-2019-9517)."""
         self.write_blocked = True
+        t = self.transport
+        if t is not None and not self.closed:
+            t.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_blocked = False
+        t = self.transport
+        if t is not None and not self.closed:
+            t.resume_reading()
         self._send_all()
         self.flush()
 
@@ -182,7 +192,21 @@ class H2ServerConnection(asyncio.Protocol, H2Codec):
 
     def on_refused(self) -> None:
         self.worker.stats.h2_streams_refused += 1
-        self._flood(RESETS)  # (counted with the resets: each costs a decode and an RST_STREAM)
+        # Counted with the resets (each costs a decode and an RST_STREAM) once the client
+        # knows our limit: before it acknowledged our SETTINGS, or after our GOAWAY, a
+        # burst over the limit is allowed (RFC 9113 5.1.2, 6.5.3), within bounds.
+        if self.settings_acked and not self.goaway_sent:
+            self._flood(RESETS)
+        else:
+            self.early_refused += 1
+            if self.early_refused > 4 * self.max_streams:
+                self._flood_close(RESETS)
+
+    def on_stream_error(self) -> None:
+        self._flood(RESETS)
+
+    def on_ignored_block(self) -> bool:
+        return self._flood(CONTROL)
 
     def on_goaway(self, code: int) -> None:
         self.peer_goaway = True
@@ -227,16 +251,23 @@ class H2ServerConnection(asyncio.Protocol, H2Codec):
                 t.write(data)
 
     def reset(self, st: H2Stream, code: int) -> None:
-        """RST_STREAM from us: nothing more goes either way on ``st``."""
+        """RST_STREAM from us: nothing more goes either way on ``st``. One for the
+        client's fault (a malformed request) counts as a reset, checked after this
+        turn (the stream is in the middle of ending)."""
         st.lclosed = st.rdone = True
         self.reset_stream(st.sid, code)
         self.flush()
+        if code == PROTOCOL_ERROR and self.guard.hit(RESETS, self.loop.time()):
+            self.loop.call_soon(self._flood_close, RESETS)
 
     def forget(self, st: H2Stream) -> None:
         """The stream is over on both sides (as far as pyvs is concerned)."""
         self.worker.sweeper.discard(st)
         if self.streams.pop(st.sid, None) is None:
             return
+        if st.unacked:  # body bytes held while reading was paused: the connection window gets them back
+            self._give_back(st.unacked)
+            st.unacked = 0
         ex = st.ex
         if ex.up is None and ex.connecting is None and ex.queued is None and len(self.spares) < self.max_spares:
             self.spares.append(st)  # nothing refers to it any more: the next stream may use it
@@ -276,6 +307,13 @@ class H2ServerConnection(asyncio.Protocol, H2Codec):
     def _flood(self, kind: int) -> bool:
         if not self.guard.hit(kind, self.loop.time()):
             return False
+        self._flood_close(kind)
+        return True
+
+    def _flood_close(self, kind: int) -> None:
+        """Over a flood limit: GOAWAY ENHANCE_YOUR_CALM, the connection ends."""
+        if self.closed:
+            return
         log.warning("HTTP/2 client %s on %s: too many %s frames, closing (ENHANCE_YOUR_CALM)",
                     self.template.client_ip.decode(), self.lst.name, NAMES[kind])
         stats = self.worker.stats
@@ -286,7 +324,6 @@ class H2ServerConnection(asyncio.Protocol, H2Codec):
         else:
             stats.h2_flood_empty += 1
         self._goaway(ENHANCE_YOUR_CALM, b"too many " + NAMES[kind].encode())
-        return True
 
     def _goaway(self, code: int, debug: bytes) -> None:
         if self.closed:

@@ -46,6 +46,7 @@ for _i, (_n, _v) in enumerate(STATIC, 1):
     _NAME_INDEX.setdefault(_n, _i)
 
 CACHE_MAX = 256  # remembered blocks per decoder / encoded heads per worker; cleared when full
+CACHE_BLOCK = 1024  # larger blocks are never remembered (a request's block is far smaller)
 
 
 class HpackError(Exception):
@@ -99,7 +100,7 @@ class Decoder:
                     if new > self.limit:
                         raise HpackError("table size update over the limit")
                     self.max_size = new
-                    self._evict(0)
+                    self._evict(new)  # entries beyond the new size go (RFC 7541 4.3), not all of them
                     self.gen += 1
                     continue
                 else:  # literal without indexing (0000) or never indexed (0001)
@@ -109,7 +110,7 @@ class Decoder:
                     out.append(field)
         except IndexError:
             raise HpackError("truncated header block") from None
-        if pure:
+        if pure and n <= CACHE_BLOCK and size <= self.list_limit:  # (a request's block, not an attacker's bulk)
             cache = self.cache
             if len(cache) >= CACHE_MAX:
                 cache.clear()
@@ -204,8 +205,11 @@ def _enc_int(value: int, prefix: int, first: int) -> bytes:
 
 
 def encode(fields: Fields) -> bytes:
-    """A header block for ``fields`` without dynamic table (see the module docstring)."""
-    parts: list[bytes] = []
+    """A header block for ``fields`` without dynamic table (see the module docstring).
+    It starts with a dynamic table size update to 0 (RFC 7541 6.3): a client whose
+    SETTINGS_HEADER_TABLE_SIZE is below the default 4096 requires one before any block,
+    and since this encoder never inserts, 0 suits every client."""
+    parts: list[bytes] = [b"\x20"]
     for name, value in fields:
         idx = _PAIR_INDEX.get((name, value))
         if idx is not None:

@@ -89,6 +89,10 @@ def request_block(fields: Fields, end_stream: bool) -> tuple[bytes, bool]:
         raise ProtocolError("missing :scheme")
     if path is None or not path or _BAD_TARGET.search(path) is not None:
         raise ProtocolError("missing or invalid :path")
+    if path[:1] != b"/" and (path != b"*" or method != b"OPTIONS"):
+        # RFC 9113 8.3.1: origin form (or "*" for OPTIONS). An absolute URI here would
+        # reach the server with a host the routing, the ACLs and the 421 rule never saw.
+        raise ProtocolError("a :path that is not an absolute path")
     if authority is not None:
         if _BAD_TARGET.search(authority) is not None:
             raise ProtocolError("invalid :authority")

@@ -191,6 +191,10 @@ class H2Stream(CodecStream):
         self.trailers_out: list[tuple[bytes, bytes]] | None = None
         self.resp_until_close = False
         self.ended_head: RequestHead | None = None
+        # A reused stream starts empty: bytes its previous request left for a window
+        # that never opened must not be taken for this one's.
+        self.out.clear()
+        self.wbuf.clear()
 
     # ------------------------------------------------------------ request
     def start(self, fields: Fields, end_stream: bool, too_large: bool = False) -> None:
@@ -262,9 +266,8 @@ class H2Stream(CodecStream):
     def on_trailers(self, fields: Fields) -> None:
         try:
             self.trailers = trailer_lines(fields)
-        except ProtocolError as exc:
-            if not self.done:
-                self._refuse(exc, None)
+        except ProtocolError:
+            self.abort(PROTOCOL_ERROR)  # malformed (RFC 9113 8.1.1): a stream error, whatever was answered
 
     def on_end(self) -> None:
         if self.req_ended or self.done:
@@ -282,6 +285,8 @@ class H2Stream(CodecStream):
     def on_reset(self) -> None:
         """The client reset the stream (or the connection is gone)."""
         self.out_ended = True
+        self.out.clear()  # nothing more goes to the client on it
+        self.end_pending = False
         if self.done:
             self.conn.forget(self)
             return
