@@ -167,13 +167,7 @@ class Exchange(UpstreamLeg):
     def start(self, head: RequestHead, short: bool) -> None:
         """A new request. ``short``: the downstream found it plain enough for the
         short path (bodiless idempotent HTTP/1.1 keep-alive with a Host)."""
-        self.head = head
-        self.resp_started = False
-        self.req_buf = self.head_out = None
-        self.last_server = self.resp_head = None
-        self.resp_bytes = 0
-        self.rid = self.cache_status = b""
-        self.queue_wait = self.sent_at = self.head_at = 0.0
+        self._begin(head)
         if self.add_lines:
             self.add_lines = []  # the previous request's filters' lines
         lst = self.lst
@@ -234,10 +228,8 @@ class Exchange(UpstreamLeg):
         self.attempts = 0
         self._attempt(backend, head)
 
-    def start_filtered(self, head: RequestHead, route: RouteRuntime, add_lines: list[bytes]) -> None:
-        """A request whose routing and request filters already ran in another exchange
-        (a cache's background revalidation, pyvs/accel/revalidate.py): it goes on as
-        after the filters, with their lines."""
+    def _begin(self, head: RequestHead) -> None:
+        """Nothing of the previous request on this exchange stays."""
         self.head = head
         self.resp_started = False
         self.req_buf = self.head_out = None
@@ -245,6 +237,12 @@ class Exchange(UpstreamLeg):
         self.resp_bytes = 0
         self.rid = self.cache_status = b""
         self.queue_wait = self.sent_at = self.head_at = 0.0
+
+    def start_filtered(self, head: RequestHead, route: RouteRuntime, add_lines: list[bytes]) -> None:
+        """A request whose routing and request filters already ran in another exchange
+        (a cache's background revalidation, pyvs/accel/revalidate.py): it goes on as
+        after the filters, with their lines."""
+        self._begin(head)
         self.add_lines = add_lines
         self.started = self.loop.time()
         self.route = route

@@ -261,14 +261,10 @@ async def wait_for(ok: Any, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-def test_purge_through_the_admin_api_reaches_every_worker(loop_thread: LoopThread, tmp_path: Path) -> None:
-    """One store for the instance (2 workers): an object fetched once is a hit in both
-    workers, /status and /metrics count it, and POST /cache/purge?url=host/path drops it
-    for both: the next request of the URL is one miss wherever it lands."""
-    from tests.integration.test_admin_api import api
-
+def two_workers(lt: LoopThread, tmp_path: Path) -> tuple[Origin, RawBackend, int, Pyvs]:
+    """An origin and a 2-worker pyvs whose listener caches under ``tmp_path``."""
     origin = Origin()
-    backend = RawBackend(loop_thread, origin)
+    backend = RawBackend(lt, origin)
     port = free_port()
     cfg: dict[str, Any] = {
         "listeners": [{"name": "web", "bind": [f"127.0.0.1:{port}"], "backend": "be",
@@ -276,7 +272,16 @@ def test_purge_through_the_admin_api_reaches_every_worker(loop_thread: LoopThrea
         "backends": [{"name": "be", "servers": [{"name": "s1", "address": backend.address}]}],
     }
     (tmp_path / "run").mkdir()
-    p = Pyvs(cfg, tmp_path / "run", workers=2)
+    return origin, backend, port, Pyvs(cfg, tmp_path / "run", workers=2)
+
+
+def test_purge_through_the_admin_api_reaches_every_worker(loop_thread: LoopThread, tmp_path: Path) -> None:
+    """One store for the instance (2 workers): an object fetched once is a hit in both
+    workers, /status and /metrics count it, and POST /cache/purge?url=host/path drops it
+    for both: the next request of the URL is one miss wherever it lands."""
+    from tests.integration.test_admin_api import api
+
+    origin, backend, port, p = two_workers(loop_thread, tmp_path)
     try:
         sent = 0
         for _ in range(10):  # new connections until each worker has answered hits
@@ -318,16 +323,7 @@ def test_a_reload_keeps_an_unchanged_cache_and_drops_a_changed_one(loop_thread: 
 
     import yaml
 
-    origin = Origin()
-    backend = RawBackend(loop_thread, origin)
-    port = free_port()
-    cfg: dict[str, Any] = {
-        "listeners": [{"name": "web", "bind": [f"127.0.0.1:{port}"], "backend": "be",
-                       "cache": {"size": "1m", "max_object": "64k", "path": str(tmp_path)}}],
-        "backends": [{"name": "be", "servers": [{"name": "s1", "address": backend.address}]}],
-    }
-    (tmp_path / "run").mkdir()
-    p = Pyvs(cfg, tmp_path / "run", workers=2)
+    origin, backend, port, p = two_workers(loop_thread, tmp_path)
     try:
         assert "x-cache: miss" in get(port, "/logo.gif")[0]
         sections = list(tmp_path.glob("pyvs-cache-*/*"))
@@ -336,7 +332,7 @@ def test_a_reload_keeps_an_unchanged_cache_and_drops_a_changed_one(loop_thread: 
         p.wait_status(lambda s: s["generation"] == 1 and all(w["ready"] for w in s["workers"]), 20)
         h, _ = get(port, "/logo.gif")
         assert "x-cache: hit" in h and origin.hits["/logo.gif"] == 1
-        cfg["listeners"][0]["cache"]["size"] = "2m"
+        p.config["listeners"][0]["cache"]["size"] = "2m"
         p.path.write_text(yaml.safe_dump(p.config))
         p.proc.send_signal(signal.SIGHUP)
         p.wait_status(lambda s: s["generation"] == 2 and all(w["ready"] for w in s["workers"]), 20)
