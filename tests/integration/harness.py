@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +224,15 @@ class RawBackend:
 async def read_head(r: asyncio.StreamReader) -> bytes:
     """Read one request head from a raw backend connection."""
     return await r.readuntil(b"\r\n\r\n")
+
+
+async def heads(r: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """The request heads of a raw backend connection, until the client closes it."""
+    while True:
+        try:
+            yield await read_head(r)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
 
 
 class Pyvs:

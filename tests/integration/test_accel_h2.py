@@ -15,7 +15,7 @@ from typing import Any
 import brotli
 import pytest
 
-from tests.integration.harness import LoopThread, Pyvs, RawBackend, curl, free_port, read_head
+from tests.integration.harness import LoopThread, Pyvs, RawBackend, curl, free_port, heads
 from tests.integration.test_compression import text
 
 PAGE = text(100_000, seed=7)
@@ -27,11 +27,7 @@ class Origin:
         self.hits: dict[str, int] = {}
 
     async def __call__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                head = await read_head(r)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
+        async for head in heads(r):
             path = head.split(b" ", 2)[1].decode()
             self.hits[path] = self.hits.get(path, 0) + 1
             body = BIG if path.startswith("/big") else PAGE
