@@ -174,9 +174,12 @@ class WorkerRuntime:
                         h2 = protocol_factory(lst)
                     factory: Any = (h2 if h2 is not None else (lambda lst=lst: H1Connection(lst)) if tls is None
                                     else (lambda lst=lst, tls=tls: tls.protocol(lst)))
+                    ctx = None
                     if tls is not None:  # TLS around each protocol (pyvs/tls/transport.py), not by ssl=
-                        factory = tls.serve(factory, self.loop)
-                    server = await self.loop.create_server(factory, sock=sock, backlog=lst.cfg.backlog)
+                        factory, ctx = tls.serve(factory, self.loop)  # (ctx: uvloop's own TLS, the fallback)
+                    server = await self.loop.create_server(
+                        factory, sock=sock, backlog=lst.cfg.backlog, ssl=ctx,
+                        ssl_handshake_timeout=tls.handshake_timeout if ctx is not None and tls is not None else None)
                 except OSError as exc:  # the supervisor prints this as the reason of a failed start
                     raise OSError(exc.errno, f"listener {lst.cfg.name!r} cannot bind {addr}: {exc.strerror}") from None
                 self.servers.append(server)

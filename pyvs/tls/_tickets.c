@@ -228,6 +228,13 @@ ssl_ctx_of(PyObject *obj, unsigned long long options, int verify_mode)
         PyErr_SetString(PyExc_RuntimeError, "unexpected SSLContext layout");
         return NULL;
     }
+    /* The same copy of OpenSSL as _ssl's (a Python with its own static OpenSSL of the
+       same version would pass the version check): a server context of _ssl's was made
+       with TLS_server_method(), whose address differs between two copies. */
+    if (SSL_CTX_get_ssl_method(ctx) != TLS_server_method()) {
+        PyErr_SetString(PyExc_RuntimeError, "the SSLContext is not a server context of this OpenSSL");
+        return NULL;
+    }
     /* ssl.CERT_NONE / CERT_OPTIONAL / CERT_REQUIRED as _ssl sets them */
     static const int modes[3] = {SSL_VERIFY_NONE, SSL_VERIFY_PEER,
                                  SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT};
@@ -238,6 +245,20 @@ ssl_ctx_of(PyObject *obj, unsigned long long options, int verify_mode)
         return NULL;
     }
     return ctx;
+}
+
+static PyObject *
+check(PyObject *self, PyObject *args)
+{
+    PyObject *pyctx;
+    unsigned long long options;
+    int verify_mode;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OKi", &pyctx, &options, &verify_mode))
+        return NULL;
+    if (ssl_ctx_of(pyctx, options, verify_mode) == NULL)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -371,6 +392,7 @@ openssl_version(PyObject *self, PyObject *noargs)
 }
 
 static PyMethodDef methods[] = {
+    {"check", check, METH_VARARGS, "Raise unless ctx's SSL_CTX can be found and is this OpenSSL's."},
     {"install", install, METH_VARARGS, "Rotate ctx's ticket keys on a clock (see the module source)."},
     {"new_tickets", new_tickets, METH_VARARGS, "Queue n TLS 1.3 tickets for the next write."},
     {"stats", stats, METH_NOARGS, "(encrypted, resumed, renewed, unknown) tickets in this process."},

@@ -86,13 +86,16 @@ class TlsEndpoint:
         return TlsConnection(lst)
 
     def serve(self, factory: Callable[[], asyncio.Protocol],
-              loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.BaseProtocol]:
-        """The factory to give ``create_server`` (without ``ssl=``): TLS by
-        :mod:`pyvs.tls.transport` around the protocols of ``factory``."""
+              loop: asyncio.AbstractEventLoop) -> tuple[Callable[[], asyncio.BaseProtocol], ssl.SSLContext | None]:
+        """The factory to give ``create_server``, and its ``ssl=``: TLS by
+        :mod:`pyvs.tls.transport` around the protocols of ``factory`` (no ``ssl=``),
+        else, with an uvloop it was not written for, uvloop's own TLS."""
         from pyvs.tls import transport
 
+        if not transport.usable():
+            return factory, self.context
         transport.prepare(self.context)
-        return transport.server_factory(factory, self.context, loop, self.handshake_timeout)
+        return transport.server_factory(factory, self.context, loop, self.handshake_timeout), None
 
 
 class TlsFacts:

@@ -27,6 +27,7 @@ on that object.
 
 from __future__ import annotations
 
+import os
 import ssl
 import time
 from collections.abc import Sequence
@@ -114,7 +115,9 @@ class TlsServer:
             usable = True
             if ticket_rotation > 0:
                 lbl = keys.label(profile, client_ca, client_verify, self.names())
-                usable = keys.install(self.contexts, lbl, ticket_rotation, ticket_key)
+                # A new secret per load of the settings (a reload renews the keys), or the key file's.
+                usable = keys.install(self.contexts, lbl, ticket_rotation,
+                                      ticket_key if ticket_key is not None else os.urandom(32))
                 self.rotation = float(ticket_rotation) if usable else 0.0
             if usable:  # (a context the helper refused keeps all of OpenSSL's behaviour)
                 self.queued_tickets = keys.defer(self.contexts)

@@ -5,15 +5,18 @@ Theory of operation
 Python's ssl module cannot set OpenSSL's ticket key callback, so the C helper
 :mod:`pyvs.tls._tickets` installs one on the ``SSL_CTX`` of each of a listener's
 contexts (how it finds that pointer, and why it is safe, is in its header). The
-keys of a time epoch (``floor(unix time / ticket_rotation)``) are derived from
-:func:`secret` -- 32 random bytes drawn once per supervisor process, before any
-worker is forked -- and a label of the listener's security settings. Every worker
-therefore computes the same keys without any message or shared memory, a reload
-keeps them (so returning clients keep resuming across reloads), and a restart of
-pyvs draws a new secret. With ``tls.ticket_key_file`` the secret comes from that file
-instead: several pyvs nodes with the same file (and synchronised clocks) resume each
-other's tickets -- a VRRP backup taking over, or nodes behind one DNS name -- and so
-does pyvs after a restart.
+keys of a time epoch (``floor(unix time / ticket_rotation)``) are derived from a
+secret -- 32 random bytes drawn each time a listener's TLS settings are loaded, in
+the supervisor before any worker is forked -- and a label of the listener's security
+settings. Every worker therefore computes the same keys without any message or
+shared memory. A reload (a changed certificate or client CA causes one) draws a new
+secret, as OpenSSL's own keys were renewed: what a reload revokes stops resuming, and
+the keys of before it are gone once its old workers exit. With ``tls.ticket_key_file``
+the secret comes from that file instead: several pyvs nodes with the same file (and
+synchronised clocks) resume each other's tickets -- a VRRP backup taking over, or
+nodes behind one DNS name -- and so does pyvs after a reload or a restart; whoever
+reads the file can decrypt every ticket made from it (as with nginx's and HAProxy's
+key files).
 
 The current epoch's key encrypts new tickets; a ticket of the previous epoch still
 resumes and is replaced by a new one (nginx's and HAProxy's behaviour with several
@@ -58,22 +61,21 @@ _LAYOUT_KNOWN = ((3, 8), (3, 13))
 # connections in parallel with them.
 TICKETS = 2
 
-_secret: bytes | None = None
 _verdict: str | None = None  # "" = usable, else why not (checked once per process)
 
 
-def secret() -> bytes:
-    """The process's ticket secret, drawn on first use (in the supervisor, while a
-    configuration is validated, so before the workers are forked)."""
-    global _secret
-    if _secret is None:
-        _secret = os.urandom(32)
-    return _secret
-
-
 def label(profile: str, client_ca: str | None, client_verify: str, names: Iterable[str]) -> bytes:
-    """What separates the keys of two listeners (see the module docstring)."""
-    return repr((profile, client_ca, client_verify if client_ca else "", sorted(set(names)))).encode()
+    """What separates the keys of two listeners (see the module docstring): the client
+    CA by its contents, so that nodes sharing a key file agree and a replaced CA file
+    never resumes the sessions of the certificates it no longer trusts."""
+    ca = ""
+    if client_ca:
+        try:
+            with open(client_ca, "rb") as f:
+                ca = hashlib.sha256(f.read()).hexdigest()
+        except OSError:
+            ca = client_ca  # (loading it fails elsewhere, with the reason)
+    return repr((profile, ca, client_verify if client_ca else "", sorted(set(names)))).encode()
 
 
 def _why_not() -> str:
@@ -113,24 +115,26 @@ def secret_of_file(path: str) -> bytes:
             data = f.read(4096)
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(data.strip()) < 32:
-        raise ValueError(f"{path}: needs at least 32 bytes of random data (e.g. openssl rand 80 > {path})")
+    if len(data) < 48 or (data.isascii() and data.decode().isprintable()):
+        # (48 or 80 raw bytes, as nginx's ssl_session_ticket_key files: not a passphrase)
+        raise ValueError(f"{path}: needs at least 48 bytes of random data (e.g. openssl rand 80 > {path})")
     return hashlib.sha256(b"pyvs ticket key file\0" + data).digest()
 
 
-def install(contexts: Iterable[ssl.SSLContext], lbl: bytes, period: float, key: bytes | None = None) -> bool:
-    """Install the rotating keys on every context of one listener (``key``: the secret
-    of a ticket_key_file, else :func:`secret`); False (OpenSSL's own keys stay) when
-    :func:`available` says no or a context refuses."""
+def install(contexts: Iterable[ssl.SSLContext], lbl: bytes, period: float, key: bytes) -> bool:
+    """Install the rotating keys on every context of one listener (``key``: the secret:
+    a ticket_key_file's, else drawn for this load of the listener); False (OpenSSL's
+    own keys stay) when :func:`available` says no or a context refuses. Every context
+    is checked before any gets the keys: a listener never mixes the two."""
     if not available():
         return False
     assert _tickets is not None
-    done = []
+    contexts = list(contexts)
     try:
         for ctx in contexts:
-            _tickets.install(ctx, key or secret(), lbl, max(1, round(period)), int(ctx.options),
-                             int(ctx.verify_mode))
-            done.append(ctx)
+            _tickets.check(ctx, int(ctx.options), int(ctx.verify_mode))
+        for ctx in contexts:
+            _tickets.install(ctx, key, lbl, max(1, round(period)), int(ctx.options), int(ctx.verify_mode))
     except (RuntimeError, TypeError, ValueError) as exc:
         log.warning("TLS session tickets: timed key rotation not installed (%s)", exc)
         return False

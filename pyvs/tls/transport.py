@@ -51,13 +51,40 @@ object, one Python frame less per call than :class:`ssl.SSLObject`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Callable
 from typing import Any
 
-from uvloop.loop import SSLProtocol  # type: ignore[attr-defined]
-
 from pyvs.tls.tickets import queue
+
+log = logging.getLogger("pyvs.tls")
+
+# The uvloop versions whose SSLProtocol this module was written against (pyproject pins
+# the same range). Another one: TLS by create_server(ssl=...), without the corrections.
+TESTED = ((0, 19), (0, 23))
+try:
+    from importlib.metadata import version as _dist_version
+
+    from uvloop.loop import SSLProtocol  # type: ignore[attr-defined]
+
+    _have = _dist_version("uvloop")
+    _version = tuple(int(x) for x in _have.split(".")[:2])
+    WHY_NOT = "" if TESTED[0] <= _version <= TESTED[1] else f"uvloop {_have} is not a tested version"
+except (ImportError, ValueError) as _exc:  # pragma: no cover - depends on the install
+    SSLProtocol = object
+    WHY_NOT = f"uvloop's SSLProtocol is not available ({_exc})"
+_warned = False
+
+
+def usable() -> bool:
+    """Whether the corrected protocol may be used (said once per process when not)."""
+    global _warned
+    if WHY_NOT and not _warned:
+        _warned = True
+        log.warning("TLS: %s; uvloop's own TLS is used (refused handshakes get no alert, a client that "
+                    "half-closes gets no answer, TLS 1.3 tickets leave on their own)", WHY_NOT)
+    return not WHY_NOT
 
 
 def _want_read() -> ssl.SSLWantReadError:
@@ -72,6 +99,7 @@ class ServerSSLObject(ssl.SSLObject):
     pyvs_failed: ssl.SSLError | None = None
     pyvs_close_notify: Callable[[], bool] | None = None
     pyvs_peer_eof = False
+    pyvs_notified = False  # the connection took the client's close_notify
     pyvs_tickets = 0  # TLS 1.3 tickets to queue at the first read (pyvs.tls.tickets.queue)
     pyvs_out: ssl.MemoryBIO
 
@@ -105,9 +133,12 @@ class ServerSSLObject(ssl.SSLObject):
     def read(self, len: int = 1024, buffer: Any = None) -> Any:
         v = self._sslobj.read(len, buffer) if buffer is not None else self._sslobj.read(len)  # type: ignore[attr-defined]
         if not v:
+            if self.pyvs_notified:  # (bytes after the close_notify: ignored, RFC 8446 6.1)
+                raise _want_read()
             hook = self.pyvs_close_notify
             if hook is not None and hook():  # correction 2: the connection takes it
                 self.pyvs_close_notify = None
+                self.pyvs_notified = True
                 raise _want_read()
         elif self.pyvs_tickets:
             # Queued now, after the read that brought the first request: OpenSSL writes

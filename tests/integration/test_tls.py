@@ -366,6 +366,21 @@ def test_a_client_that_half_closes_after_its_request_gets_the_answer(env: Env, v
 
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_bytes_after_the_close_notify_do_not_lose_the_answer(env: Env, version: ssl.TLSVersion) -> None:
+    """A client sends a record after its close_notify (RFC 8446 6.1: to be ignored):
+    the answer under way still comes."""
+    c = HalfClosingClient(env.port, env.context(maximum_version=version), A)
+    c.send(b"GET /slow?delay=0.3 HTTP/1.1\r\nHost: %s\r\n\r\n" % A.encode())
+    c.close_notify()
+    # A separate read for pyvs (the bytes must not come with the close_notify): there is
+    # no event to wait for on this side, so a pause, well under the server's 0.3 s.
+    time.sleep(0.1)
+    c.sock.sendall(b"\x17\x03\x03\x00\x02ab")  # an application data record, after the close_notify
+    got, _ = c.read_until_closed()
+    assert got.startswith(b"HTTP/1.1 200 ") and got.endswith(b"slow web"), got
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
 def test_a_half_close_between_requests_closes_at_once(env: Env, version: ssl.TLSVersion) -> None:
     c = HalfClosingClient(env.port, env.context(maximum_version=version), A)
     c.send(b"GET /name HTTP/1.1\r\nHost: %s\r\n\r\n" % A.encode())

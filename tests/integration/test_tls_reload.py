@@ -1,6 +1,6 @@
 """Certificates reload: a changed file is served after an automatic reload, a broken one
-is refused (the running certificate stays, the log says why), and a reload keeps the
-rotating session-ticket keys (OpenSSL's own keys, with ticket_rotation 0, are renewed)."""
+is refused (the running certificate stays, the log says why), and a reload renews the
+session-ticket keys (but those of a ticket_key_file)."""
 
 from __future__ import annotations
 
@@ -84,36 +84,42 @@ def test_changed_certificate_is_served_and_a_broken_one_is_not(tmp_path: Path, l
         web.close()
 
 
-def test_reload_keeps_the_ticket_keys_unless_openssl_keys(tmp_path: Path, loop_thread: LoopThread) -> None:
-    """The rotating keys (pyvs/tls/tickets.py) survive a reload, so returning clients
-    keep resuming; with ``ticket_rotation: 0`` (OpenSSL's own keys) a reload renews them."""
+def test_reload_renews_the_ticket_keys_unless_a_key_file(tmp_path: Path, loop_thread: LoopThread) -> None:
+    """A reload draws new ticket keys (what it revokes, a replaced client CA say, must
+    stop resuming), rotating ones and OpenSSL's own alike; keys from a
+    ``ticket_key_file`` survive it (several nodes, or reloads, share them)."""
+    import os
     import ssl
 
     pki = Pki(tmp_path / "pki")
     cert = pki.issue(NAME)
     web = Backend(loop_thread, "web")
-    port, fixed = free_port(), free_port()
+    keyfile = tmp_path / "ticket.key"
+    keyfile.write_bytes(os.urandom(80))
+    ports = {"tls": free_port(), "fixed": free_port(), "keyfile": free_port()}
     tls = {"certificates": [{"cert": cert.cert, "key": cert.key}]}
+    extra: dict[str, dict[str, Any]] = {"tls": {}, "fixed": {"ticket_rotation": 0},
+                                        "keyfile": {"ticket_key_file": str(keyfile)}}
     cfg: dict[str, Any] = {
-        "listeners": [{"name": "tls", "bind": [f"127.0.0.1:{port}"], "backend": "web", "tls": tls},
-                      {"name": "fixed", "bind": [f"127.0.0.1:{fixed}"], "backend": "web",
-                       "tls": {**tls, "ticket_rotation": 0}}],
+        "listeners": [{"name": n, "bind": [f"127.0.0.1:{p}"], "backend": "web", "tls": {**tls, **extra[n]}}
+                      for n, p in ports.items()],
         "backends": [{"name": "web", "servers": [{"name": "w1", "address": web.address}]}],
     }
     pyvs = Pyvs(cfg, tmp_path, workers=2)
     try:
         ctx = ssl.create_default_context(cafile=pki.ca_pem)
-        conn, _ = get(ctx, port, NAME, "/name")
-        assert get(ctx, port, NAME, "/name", conn.session)[0].session_reused
-        conn0, _ = get(ctx, fixed, NAME, "/name")
-        assert get(ctx, fixed, NAME, "/name", conn0.session)[0].session_reused
+        sessions = {}
+        for n, p in ports.items():
+            conn, _ = get(ctx, p, NAME, "/name")
+            assert get(ctx, p, NAME, "/name", conn.session)[0].session_reused, n
+            sessions[n] = conn.session
         pyvs.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: pyvs.log.read_text().count("after the reload") == 2)  # the old workers are gone
-        again, data = get(ctx, port, NAME, "/name", conn.session)
-        assert again.session_reused and data.endswith(b"web")  # same keys after the reload
-        again0, data = get(ctx, fixed, NAME, "/name", conn0.session)
-        assert not again0.session_reused and data.endswith(b"web")  # new OpenSSL keys: a full handshake
-        assert get(ctx, fixed, NAME, "/name", again0.session)[0].session_reused
+        for n, p in ports.items():
+            again, data = get(ctx, p, NAME, "/name", sessions[n])
+            assert data.endswith(b"web")
+            assert again.session_reused == (n == "keyfile"), n  # new keys: a full handshake, but the key file's
+            assert get(ctx, p, NAME, "/name", again.session)[0].session_reused, n
     finally:
         pyvs.stop()
         web.close()

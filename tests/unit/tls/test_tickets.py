@@ -62,17 +62,21 @@ def test_the_helper_is_built_and_passes_its_self_test() -> None:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_a_ticket_resumes_on_another_workers_context(pki: Pki, clock: None, version: ssl.TLSVersion) -> None:
-    # Two TlsServer objects built from the same files stand for two workers (or two
-    # generations): same secret and label, hence the same keys.
+    # Two TlsServer objects with one secret stand for two workers (which inherit the
+    # supervisor's object, secret included): same secret and label, hence the same keys.
+    # A load of its own (a reload) draws another secret: its keys differ.
     cert = pki.issue("a.example.test")
     loaded, key = read(cert.cert, cert.key)
-    one = TlsServer([CertSpec(loaded, key, True)], ticket_rotation=PERIOD)
-    two = TlsServer([CertSpec(loaded, key, True)], ticket_rotation=PERIOD)
+    secret = bytes(range(32))
+    one = TlsServer([CertSpec(loaded, key, True)], ticket_rotation=PERIOD, ticket_key=secret)
+    two = TlsServer([CertSpec(loaded, key, True)], ticket_rotation=PERIOD, ticket_key=secret)
+    reloaded = TlsServer([CertSpec(loaded, key, True)], ticket_rotation=PERIOD)
     assert one.rotation == two.rotation == PERIOD
     cl = client(version)
     first = connect(one, cl)
     assert not first.session_reused and first.session is not None
     assert connect(two, cl, first.session).session_reused
+    assert not connect(reloaded, cl, first.session).session_reused
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -163,8 +167,12 @@ def test_a_layout_check_failure_falls_back(pki: Pki, monkeypatch: pytest.MonkeyP
                                            caplog: pytest.LogCaptureFixture) -> None:
     class Broken:
         @staticmethod
-        def install(*args: object) -> None:
+        def check(*args: object) -> None:
             raise RuntimeError("SSLContext layout check failed")
+
+        @staticmethod
+        def install(*args: object) -> None:
+            raise AssertionError("no context may get the keys once one fails its check")
 
     monkeypatch.setattr(tickets, "_tickets", Broken)
     monkeypatch.setattr(tickets, "_verdict", "")  # (the self-test passed)
@@ -181,7 +189,6 @@ def test_nodes_sharing_a_ticket_key_file_resume_each_others_tickets(pki: Pki, cl
     base = {"certificates": [{"cert": cert.cert, "key": cert.key}]}
 
     def node(**extra: object) -> TlsServer:
-        monkeypatch.setattr(tickets, "_secret", None)  # another pyvs process: another random secret
         return TlsListener.model_validate({**base, **extra}).server
 
     one, two = node(ticket_key_file=str(keyfile)), node(ticket_key_file=str(keyfile))
@@ -190,7 +197,10 @@ def test_nodes_sharing_a_ticket_key_file_resume_each_others_tickets(pki: Pki, cl
     assert connect(two, cl, session).session_reused
     assert not connect(node(), cl, session).session_reused  # no file: its own secret
     keyfile.write_bytes(b"short")
-    with pytest.raises(ValueError, match=r"ticket_key_file: .*at least 32 bytes"):
+    with pytest.raises(ValueError, match=r"ticket_key_file: .*at least 48 bytes"):
+        node(ticket_key_file=str(keyfile))
+    keyfile.write_bytes(b"correct horse battery staple, a passphrase and not a key")
+    with pytest.raises(ValueError, match=r"ticket_key_file: .*random data"):
         node(ticket_key_file=str(keyfile))
     with pytest.raises(ValueError, match="ticket_key_file: needs"):
         node(ticket_key_file=str(keyfile), ticket_rotation=0)

@@ -143,3 +143,17 @@ def test_shutdown_does_not_wait_for_a_peer_that_sent_fin(strict: TlsServer) -> N
 def test_write_and_pending_are_the_c_methods(strict: TlsServer) -> None:
     p = Pair(strict, client(), "a.example.test")
     assert p.s.write == p.s._sslobj.write and p.s.pending == p.s._sslobj.pending  # type: ignore[attr-defined]
+
+
+def test_an_untested_uvloop_falls_back_to_its_own_tls(monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Another uvloop than the one transport.py was written against: uvloop's own TLS
+    (create_server ssl=), said once."""
+    from pyvs.tls import transport
+
+    assert transport.usable()  # the installed one is (pyproject pins the tested range)
+    monkeypatch.setattr(transport, "WHY_NOT", "uvloop 9.9.0 is not a tested version")
+    monkeypatch.setattr(transport, "_warned", False)
+    assert not transport.usable() and not transport.usable()
+    assert caplog.text.count("uvloop's own TLS is used") == 1
+
