@@ -80,8 +80,8 @@ class TlsListener(Model):
         "periods (0: OpenSSL's own keys, renewed at each reload only)."
     )
     ticket_key_file: str | None = Field(
-        None, description="File of at least 32 random bytes the ticket keys derive from: nodes sharing it "
-        "resume each other's tickets (absent: a random secret per pyvs start)."
+        None, description="File of at least 48 random bytes the ticket keys derive from: nodes sharing it "
+        "resume each other's tickets, across reloads (absent: a random secret per start and reload)."
     )
     client_ca: str | None = Field(None, description="PEM CA file: ask clients for a certificate signed by it (mTLS).")
     client_verify: Literal["required", "optional"] = Field(
