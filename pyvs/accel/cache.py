@@ -347,6 +347,8 @@ class HttpCache(Filter):
         head = ex.head
         assert head is not None
         view = ex.view
+        if head.upgrade:
+            return Verdict.CONTINUE  # a WebSocket handshake (and the like) is the server's to answer
         key = cache_key(view.host, head.target)
         method = head.method
         store = self.store
@@ -519,6 +521,8 @@ class HttpCache(Filter):
     def on_response(self, ex: FilterExchange, rh: ResponseHead) -> Verdict:
         head = ex.head
         assert head is not None
+        if head.upgrade:
+            return Verdict.CONTINUE  # (never stored: see on_request)
         block = rh.block
         if head.method not in SAFE:
             if 200 <= rh.status < 400:

@@ -171,8 +171,9 @@ class H2ServerConnection(asyncio.Protocol, H2Codec):
         """Idle (no stream) for the listener's client timeout: GOAWAY, then close.
         After a GOAWAY for an error: the end of the lingering close."""
         if self.closed:
-            if self.transport is not None:
-                self.transport.close()
+            t = self.transport
+            if t is not None:  # (bytes still unsent: a client that does not read is not kept)
+                t.abort() if t.get_write_buffer_size() else t.close()
             return
         if not self.streams:
             self.drain()
@@ -351,4 +352,7 @@ class H2ServerConnection(asyncio.Protocol, H2Codec):
         if not self.closed and self.transport is not None:
             self.write_now()
             self.closed = True
-            self.transport.close()
+            t = self.transport
+            t.close()
+            if t.get_write_buffer_size():  # it waits for the client to read: for a client timeout at most
+                self.deadline = self.loop.time() + self.lst.client_timeout

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 _MAX_BODY = 65536
 SERVING_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
-_CONTEXTS: dict[tuple[str, str], ssl.SSLContext] = {}
+_CONTEXTS: dict[int, tuple[Any, ssl.SSLContext]] = {}
 
 
 @dataclass
@@ -45,18 +45,32 @@ def _context(t: Target) -> ssl.SSLContext | None:
     tls = t.tls
     if tls is None:
         return None
-    key = (t.backend, t.server)
-    ctx = _CONTEXTS.get(key)
-    if ctx is None:
+    key = id(tls)  # the ServerTls of this config: a reload with other TLS settings gets a new one
+    got = _CONTEXTS.get(key)
+    if got is None or got[0] is not tls:
         from pyvs.tls.client import client_context
 
-        ctx = _CONTEXTS[key] = client_context(tls.verify, tls.ca, tls.cert, tls.key)
+        ctx = client_context(tls.verify, tls.ca, tls.cert, tls.key)
+        ctx.set_alpn_protocols(["h2"])
+        if len(_CONTEXTS) > 4096:
+            _CONTEXTS.clear()
+        got = _CONTEXTS[key] = (tls, ctx)
+    return got[1]
+
+
+def _check_context(cfg: HealthCheck, t: Target) -> ssl.SSLContext | None:
+    """The server's TLS settings, else the check's ``tls: true`` (unverified, as over HTTP/1.1)."""
+    ctx = _context(t)
+    if ctx is None and cfg.tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
         ctx.set_alpn_protocols(["h2"])
     return ctx
 
 
 async def h2_request(t: Target, method: str, path: str, authority: str, headers: list[tuple[str, str]],
-                     body: bytes = b"") -> H2Reply:
+                     body: bytes = b"", ctx: ssl.SSLContext | None = None) -> H2Reply:
     """One request on a new HTTP/2 connection to ``t``; raises ConnectionError when the
     server does not speak HTTP/2 or resets the stream."""
     import h2.config
@@ -64,7 +78,6 @@ async def h2_request(t: Target, method: str, path: str, authority: str, headers:
     import h2.events
     import h2.exceptions
 
-    ctx = _context(t)
     sni = (t.tls.sni or t.host) if t.tls is not None else None
     reader, writer = await asyncio.open_connection(t.host, t.port, ssl=ctx, server_hostname=sni)
     try:
@@ -124,7 +137,7 @@ async def http2_check(cfg: HealthCheck, t: Target) -> tuple[bool, str]:
     from pyvs.health.checks import _status_ok
 
     extra = [(k.lower(), v) for k, v in cfg.headers.items() if k.lower() not in ("host", "connection")]
-    reply = await h2_request(t, cfg.method, cfg.path, _authority(cfg, t), extra)
+    reply = await h2_request(t, cfg.method, cfg.path, _authority(cfg, t), extra, ctx=_check_context(cfg, t))
     if not _status_ok(cfg, reply.status):
         return False, f"status {reply.status}, expected {', '.join(map(str, cfg.expect_status))}"
     if cfg.expect_body is not None and not re.search(cfg.expect_body, reply.body.decode("utf-8", "replace")):
@@ -196,7 +209,7 @@ async def grpc_check(cfg: HealthCheck, t: Target) -> tuple[bool, str]:
     """``type: grpc``: grpc.health.v1.Health/Check for ``grpc_service``."""
     reply = await h2_request(t, "POST", "/grpc.health.v1.Health/Check", _authority(cfg, t),
                              [("content-type", "application/grpc"), ("te", "trailers")],
-                             health_request(cfg.grpc_service))
+                             health_request(cfg.grpc_service), ctx=_check_context(cfg, t))
     if reply.status != 200:
         return False, f"HTTP status {reply.status}"
     ending = reply.trailers or reply.headers  # a "trailers-only" answer carries it in the head

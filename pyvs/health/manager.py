@@ -59,7 +59,10 @@ class Entry:
         host, _, port = server.address.rpartition(":")
         host = host.strip("[]")
         port_n = self.check.port if self.check and self.check.port else int(port)
-        self.target = Target(backend.name, server.name, host, port_n, server.proto, server.tls)
+        # HTTP/2 to the server's own port only: a check on a port of its own (a plain
+        # HTTP health endpoint beside a gRPC port, say) speaks HTTP/1.1 there.
+        proto = server.proto if port_n == int(port) else "http1"
+        self.target = Target(backend.name, server.name, host, port_n, proto, server.tls)
 
     def weight(self, now: float) -> int:
         """Effective scheduler weight: configured x scale x agent share x slow-start ramp."""

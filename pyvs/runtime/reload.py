@@ -62,6 +62,7 @@ async def carry_health(hm: HealthManager, cfg: Config) -> int:
             e = hm.entries.get((b.name, s.name))
             if e is not None and e.server.address == fresh.server.address and e.check == fresh.check:
                 e.backend, e.server = b, s
+                e.target = fresh.target  # (its proto and TLS settings may have changed)
                 entries[(b.name, s.name)] = e
                 kept += 1
             else:

@@ -93,6 +93,9 @@ class TlsEndpoint:
         from pyvs.tls import transport
 
         if not transport.usable():
+            for ctx in self.server.contexts:  # OpenSSL sends the TLS 1.3 tickets itself (none were deferred)
+                ctx.num_tickets = 2
+            self.tickets = 0
             return factory, self.context
         transport.prepare(self.context)
         return transport.server_factory(factory, self.context, loop, self.handshake_timeout), None

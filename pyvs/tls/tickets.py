@@ -115,7 +115,7 @@ def secret_of_file(path: str) -> bytes:
             data = f.read(4096)
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(data) < 48 or (data.isascii() and data.decode().isprintable()):
+    if len(data) < 48 or (data.isascii() and data.rstrip(b"\r\n").decode().isprintable()):
         # (48 or 80 raw bytes, as nginx's ssl_session_ticket_key files: not a passphrase)
         raise ValueError(f"{path}: needs at least 48 bytes of random data (e.g. openssl rand 80 > {path})")
     return hashlib.sha256(b"pyvs ticket key file\0" + data).digest()

@@ -62,7 +62,7 @@ log = logging.getLogger("pyvs.tls")
 
 # The uvloop versions whose SSLProtocol this module was written against (pyproject pins
 # the same range). Another one: TLS by create_server(ssl=...), without the corrections.
-TESTED = ((0, 19), (0, 23))
+TESTED = ((0, 23), (0, 23))
 try:
     from importlib.metadata import version as _dist_version
 
@@ -83,7 +83,7 @@ def usable() -> bool:
     if WHY_NOT and not _warned:
         _warned = True
         log.warning("TLS: %s; uvloop's own TLS is used (refused handshakes get no alert, a client that "
-                    "half-closes gets no answer, TLS 1.3 tickets leave on their own)", WHY_NOT)
+                    "half-closes gets no answer, TLS 1.3 tickets leave in a packet of their own)", WHY_NOT)
     return not WHY_NOT
 
 

@@ -336,6 +336,15 @@ def test_carry_health_keeps_unchanged_servers_only() -> None:
         assert hm.entries[("be", "s2")].health.state is State.UP  # a new server to check
         assert ("be", "s3") not in hm.entries and ("be", "s4") in hm.entries
         assert hm.cfg is new and len(hm._tasks) == 3
+        # A kept server whose protocol changed: its checks follow (HTTP/2 now).
+        from pyvs.config.loader import load_text
+
+        h2 = load_text(yaml.safe_dump({
+            "listeners": [{"name": "web", "bind": ["127.0.0.1:1"], "backend": "be"}], "admin": {"listen": None},
+            "backends": [{"name": "be", "health": {"type": "tcp", "interval": "1h"}, "servers": [
+                {"name": "s1", "address": "127.0.0.1:1001", "proto": "h2c"}]}]}))
+        await carry_health(hm, h2)
+        assert hm.entries[("be", "s1")] is kept_entry and kept_entry.target.proto == "h2c"
         await hm.stop()
 
     asyncio.run(go())

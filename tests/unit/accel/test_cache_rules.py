@@ -400,3 +400,11 @@ def test_purge_by_url_and_prefix(cache: HttpCache, clock: Clock) -> None:
         del _STORES[-1]
     assert not request(cache, "/logo.gif").hit and not request(cache, "/img/a").hit  # type: ignore[attr-defined]
     assert request(cache, "/other").hit  # type: ignore[attr-defined]
+
+
+def test_an_upgrade_is_never_answered_from_the_store(cache: HttpCache, clock: Clock) -> None:
+    """A WebSocket handshake to a URL whose plain GET is stored goes to the server."""
+    fill(cache, clock, "Cache-Control: public, max-age=60\r\n", target="/ws")
+    assert request(cache, "/ws").hit  # type: ignore[attr-defined]
+    ws = request(cache, "/ws", headers="Connection: Upgrade\r\nUpgrade: websocket\r\n")
+    assert not ws.hit  # type: ignore[attr-defined]

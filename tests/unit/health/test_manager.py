@@ -102,3 +102,19 @@ async def test_outlier_report_ejects_and_expires() -> None:
         await asyncio.sleep(0.01)
     # Back in service through slow start: a small weight first.
     assert sent[-1]["server"] == "s3" and sent[-1]["eligible"] and 1 <= sent[-1]["weight"] < WEIGHT_SCALE
+
+
+def test_http_checks_speak_http2_only_to_the_servers_own_port() -> None:
+    """An h2 server's check on a port of its own (a plain HTTP health endpoint beside a
+    gRPC port) speaks HTTP/1.1 there; on the server's port, HTTP/2."""
+    cfg = load_text("""
+backends:
+  - name: g
+    servers:
+      - {name: own, address: "127.0.0.1:50051", proto: h2c, health: {type: http}}
+      - {name: side, address: "127.0.0.1:50052", proto: h2c, health: {type: http, port: 8081}}
+      - {name: same, address: "127.0.0.1:50053", proto: h2c, health: {type: http, port: 50053}}
+""")
+    hm = HealthManager(cfg, lambda msg: None, seed=1)
+    assert {s: hm.entries[("g", s)].target.proto for s in ("own", "side", "same")} == {
+        "own": "h2c", "side": "http1", "same": "h2c"}

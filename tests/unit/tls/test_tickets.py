@@ -199,8 +199,10 @@ def test_nodes_sharing_a_ticket_key_file_resume_each_others_tickets(pki: Pki, cl
     keyfile.write_bytes(b"short")
     with pytest.raises(ValueError, match=r"ticket_key_file: .*at least 48 bytes"):
         node(ticket_key_file=str(keyfile))
-    keyfile.write_bytes(b"correct horse battery staple, a passphrase and not a key")
-    with pytest.raises(ValueError, match=r"ticket_key_file: .*random data"):
-        node(ticket_key_file=str(keyfile))
+    for phrase in (b"correct horse battery staple, a passphrase and not a key",
+                   b"correct horse battery staple, a passphrase and not a key\n"):  # (as echo writes it)
+        keyfile.write_bytes(phrase)
+        with pytest.raises(ValueError, match=r"ticket_key_file: .*random data"):
+            node(ticket_key_file=str(keyfile))
     with pytest.raises(ValueError, match="ticket_key_file: needs"):
         node(ticket_key_file=str(keyfile), ticket_rotation=0)
