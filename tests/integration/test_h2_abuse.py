@@ -103,8 +103,11 @@ def rig(tmp_path_factory: pytest.TempPathFactory, loop_thread: LoopThread) -> It
     cfg: dict[str, Any] = {
         "listeners": [{"name": "h2c", "bind": [f"127.0.0.1:{port}"], "http2": True,
                        "routes": [{"match": {"host": "internal.example"}, "deny": {"status": 403}},
+                                  {"match": {"path_prefix": "/down"}, "backend": "down"},
                                   {"backend": "web"}]}],
-        "backends": [{"name": "web", "servers": [{"name": "w1", "address": web.address}]}],
+        "backends": [{"name": "web", "servers": [{"name": "w1", "address": web.address}]},
+                     {"name": "down", "retries": 0,
+                      "servers": [{"name": "d1", "address": f"127.0.0.1:{free_port()}"}]}],
     }
     p = Pyvs(cfg, tmp_path_factory.mktemp("h2abuse"), workers=1)
     yield port, web
@@ -232,3 +235,22 @@ def test_large_reference_blocks_are_not_remembered() -> None:
     big = b"\xbe" * 5000  # 5000 references to one entry: decoded, never cached
     d.decode(big)
     assert big not in d.cache
+
+
+def test_bodies_of_answered_streams_go_back_to_the_connection_window(rig: tuple[int, Backend]) -> None:
+    """POSTs to a server that is down: each body is held while pyvs connects, then the
+    stream gets its 502. The held bytes must go back to the connection window, or after
+    about 1 MiB (its size) the client could send nothing more on the connection."""
+    port, _ = rig
+    c = Raw(port)
+    try:
+        piece = b"x" * 16383
+        for i in range(40):  # 40 x 64 KiB: more than twice the connection window
+            sid = 2 * i + 1
+            c.send(c.request(sid, "/down/upload", method="POST", end=False),
+                   *(frame(DATA, END_STREAM if k == 3 else 0, sid, piece + (b"x" if k < 3 else b"")) for k in range(4)))
+            got = c.read(lambda fr, sid=sid: ended(sid)(fr) or any(f[0] == RST_STREAM and f[2] == sid for f in fr))
+            assert not [f for f in got if f[0] in (GOAWAY, -1)], f"connection ended at request {i}"
+    finally:
+        c.close()
+
