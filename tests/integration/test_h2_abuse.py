@@ -12,6 +12,7 @@ import struct
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import hpack
@@ -254,3 +255,59 @@ def test_bodies_of_answered_streams_go_back_to_the_connection_window(rig: tuple[
     finally:
         c.close()
 
+
+
+def test_tiny_connection_window_updates_count_as_control_frames(rig: tuple[int, Backend]) -> None:
+    """Each connection WINDOW_UPDATE walks the waiting streams: a flood of 1-byte ones
+    is closed like a PING flood (GOAWAY ENHANCE_YOUR_CALM)."""
+    port, _ = rig
+    c = Raw(port)
+    try:
+        c.send(*(frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", 1)) for _ in range(600)))
+        got = c.read(lambda fr: any(f[0] in (GOAWAY, -1) for f in fr))
+        goaway = [f for f in got if f[0] == GOAWAY]
+        assert goaway and struct.unpack(">L", goaway[0][3][4:8])[0] == 11
+    finally:
+        c.close()
+
+
+def test_header_blocks_for_closed_streams_are_counted(rig: tuple[int, Backend]) -> None:
+    """A header block for a stream that is over is decoded (for the HPACK table) and
+    dropped: free for the client unless counted, so a flood of them is closed."""
+    port, _ = rig
+    c = Raw(port)
+    try:
+        c.send(c.request(1, "/name"))
+        c.read(ended(1))
+        c.send(*(c.request(1, "/name") for _ in range(600)))  # stream 1 again and again
+        got = c.read(lambda fr: any(f[0] in (GOAWAY, -1) for f in fr))
+        goaway = [f for f in got if f[0] == GOAWAY]
+        assert goaway and struct.unpack(">L", goaway[0][3][4:8])[0] == 11
+    finally:
+        c.close()
+
+
+def test_one_header_frame_is_bounded_like_a_block(tmp_path: Path, loop_thread: LoopThread) -> None:
+    """With max_frame_size raised above the header block bound (twice max_header_size),
+    one HEADERS frame could carry more than a block may: it is refused like a long
+    CONTINUATION chain (GOAWAY ENHANCE_YOUR_CALM), before it is decoded."""
+    web = Backend(loop_thread, "web")
+    port = free_port()
+    cfg: dict[str, Any] = {
+        "listeners": [{"name": "h2c", "bind": [f"127.0.0.1:{port}"], "http2": True, "backend": "web",
+                       "http2_limits": {"max_frame_size": 262144}}],
+        "backends": [{"name": "web", "servers": [{"name": "w1", "address": web.address}]}],
+    }
+    p = Pyvs(cfg, tmp_path, workers=1)
+    c = Raw(port)
+    try:
+        block = c.enc.encode([(":method", "GET"), (":scheme", "http"), (":authority", "t"), (":path", "/name"),
+                              ("x-big", "y" * 200_000)])
+        c.send(frame(HEADERS, END_STREAM | END_HEADERS, 1, block))
+        got = c.read(lambda fr: any(f[0] in (GOAWAY, -1) for f in fr))
+        goaway = [f for f in got if f[0] == GOAWAY]
+        assert goaway and struct.unpack(">L", goaway[0][3][4:8])[0] == 11
+    finally:
+        c.close()
+        p.stop()
+        web.close()
