@@ -120,22 +120,8 @@ backend be
         return run.ProxyLaunch(run._nginx_argv(prefix, conf), listen)
 
     def cache_pyvs(ws: Any, listen: Any, be: Any) -> Any:
-        admin = run.free_endpoint()
-        cfg = ws.write("pyvs/pyvs.yaml", f"""\
-global: {{workers: 1}}
-admin: {{listen: "{admin}"}}
-listeners:
-  - name: web
-    mode: http
-    bind: ["{listen}"]
-    routes:
-      - backend: be
-        cache: {{size: 64m, max_object: 1m, x_cache: false}}
-backends:
-  - name: be
-    servers: [{{name: s1, address: "{be.endpoint}"}}]
-""")
-        return run.ProxyLaunch([run.PYVS, "run", "-c", str(cfg)], listen, cwd=run.REPO)
+        return run.pyvs_launch(ws, listen, be.endpoint, "    routes:\n      - backend: be\n"
+                               "        cache: {size: 64m, max_object: 1m, x_cache: false}\n")
 
     def cache_probe(path: str) -> Any:
         def probe(target: Any, be: Any) -> list[str]:
@@ -216,22 +202,8 @@ backend be
         return run.ProxyLaunch(run._nginx_argv(prefix, conf), listen)
 
     def pyvs(ws: Any, listen: Any, be: Any) -> Any:
-        admin = run.free_endpoint()
-        cfg = ws.write("pyvs/pyvs.yaml", f"""\
-global: {{workers: 1}}
-admin: {{listen: "{admin}"}}
-listeners:
-  - name: web
-    mode: http
-    bind: ["{listen}"]
-    routes:
-      - backend: be
-        compress: {{algorithms: [gzip], types: [text/html], min_size: 256, level: {{gzip: {LEVEL}}}}}
-backends:
-  - name: be
-    servers: [{{name: s1, address: "{be.endpoint}"}}]
-""")
-        return run.ProxyLaunch([run.PYVS, "run", "-c", str(cfg)], listen, cwd=run.REPO)
+        return run.pyvs_launch(ws, listen, be.endpoint, "    routes:\n      - backend: be\n        compress: "
+                               f"{{algorithms: [gzip], types: [text/html], min_size: 256, level: {{gzip: {LEVEL}}}}}\n")
 
     def probe(target: Any, be: Any) -> list[str]:
         argv = [run.CURL, "-s", "--noproxy", "*", "--max-time", "5", "-H", "Accept-Encoding: gzip",

@@ -68,22 +68,9 @@ backend be
         return run.ProxyLaunch(run._nginx_argv(prefix, conf), listen)
 
     def pyvs(ws: Any, listen: Any, backend: Any) -> Any:
-        admin = run.free_endpoint()
-        cfg = ws.write("pyvs/pyvs.yaml", f"""\
-global: {{workers: 1}}
-admin: {{listen: "{admin}"}}
-listeners:
-  - name: web
-    mode: http
-    bind: ["{listen}"]
-    backend: be
-    http2: true
-backends:
-  - name: be
-    pool: {{max_idle: 1024}}  # 100 streams x connections in flight: keep them all (HAProxy does)
-    servers: [{{name: s1, address: "{backend.endpoint}"}}]
-""")
-        return run.ProxyLaunch([run.PYVS, "run", "-c", str(cfg)], listen, cwd=run.REPO)
+        # 100 streams x connections in flight: the pool keeps them all (HAProxy does)
+        return run.pyvs_launch(ws, listen, backend.endpoint, "    backend: be\n    http2: true\n",
+                               backend="    pool: {max_idle: 1024}\n")
 
     def probe(target: Any, backend: Any) -> list[str]:
         argv = [run.CURL, "-sS", "--noproxy", "*", "--max-time", "5", "--http2-prior-knowledge",

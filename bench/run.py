@@ -563,18 +563,29 @@ def _nginx_proxy_pass(upstream: str, indent: str = "            ") -> str:
     ))
 
 
-def http_pyvs(ws: Workspace, listen: Endpoint, backend: Backend) -> ProxyLaunch:
+def pyvs_launch(ws: Workspace, listen: Endpoint, server: Endpoint, listener: str = "", *, backend: str = "",
+                notes: str = "") -> ProxyLaunch:
+    """A one-worker pyvs with one http listener and one backend of one server, for a
+    scenario: ``listener`` and ``backend`` are YAML lines added to each (indented as
+    keys of a list item: four spaces), e.g. ``"    http2: true\\n"``."""
     admin = free_endpoint()
+    listener = listener or "    backend: be\n"
     cfg = ws.write("pyvs/pyvs.yaml", f"""\
 global: {{workers: 1}}
 admin: {{listen: "{admin}"}}
 listeners:
-  - {{name: web, mode: http, bind: ["{listen}"], backend: be}}
-backends:
+  - name: web
+    mode: http
+    bind: ["{listen}"]
+{listener}backends:
   - name: be
-    servers: [{{name: s1, address: "{backend.endpoint}"}}]
+{backend}    servers: [{{name: s1, address: "{server}"}}]
 """)
-    return ProxyLaunch([PYVS, "run", "-c", str(cfg)], listen, cwd=REPO)
+    return ProxyLaunch([PYVS, "run", "-c", str(cfg)], listen, cwd=REPO, notes=notes)
+
+
+def http_pyvs(ws: Workspace, listen: Endpoint, backend: Backend) -> ProxyLaunch:
+    return pyvs_launch(ws, listen, backend.endpoint)
 
 
 def http_probe(target: Endpoint, backend: Backend) -> list[str]:
@@ -904,18 +915,10 @@ def log_nginx(ws: Workspace, listen: Endpoint, backend: Backend) -> ProxyLaunch:
 
 
 def log_pyvs(ws: Workspace, listen: Endpoint, backend: Backend) -> ProxyLaunch:
-    admin = free_endpoint()
     log = ws.path("pyvs", "access.json")
-    cfg = ws.write("pyvs/pyvs.yaml", f"""\
-global: {{workers: 1}}
-admin: {{listen: "{admin}"}}
-listeners:
-  - {{name: web, mode: http, bind: ["{listen}"], backend: be, access_log: {{path: "{log}", format: ecs}}}}
-backends:
-  - name: be
-    servers: [{{name: s1, address: "{backend.endpoint}"}}]
-""")
-    return ProxyLaunch([PYVS, "run", "-c", str(cfg)], listen, cwd=REPO, notes="access_log ecs to a file")
+    return pyvs_launch(ws, listen, backend.endpoint,
+                       f'    backend: be\n    access_log: {{path: "{log}", format: ecs}}\n',
+                       notes="access_log ecs to a file")
 
 
 def log_report(summaries: Sequence[Summary]) -> list[str]:

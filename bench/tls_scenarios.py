@@ -83,21 +83,8 @@ backend be
 
     def pyvs(ws: Any, listen: Any, backend: Any) -> Any:
         cert, key, _ = certificate(ws)
-        admin = run.free_endpoint()
-        cfg = ws.write("pyvs/pyvs.yaml", f"""\
-global: {{workers: 1}}
-admin: {{listen: "{admin}"}}
-listeners:
-  - name: web
-    mode: http
-    bind: ["{listen}"]
-    backend: be
-    tls: {{certificates: [{{cert: "{cert}", key: "{key}"}}]}}
-backends:
-  - name: be
-    servers: [{{name: s1, address: "{backend.endpoint}"}}]
-""")
-        return run.ProxyLaunch([run.PYVS, "run", "-c", str(cfg)], listen, cwd=run.REPO)
+        tls = f'    backend: be\n    tls: {{certificates: [{{cert: "{cert}", key: "{key}"}}]}}\n'
+        return run.pyvs_launch(ws, listen, backend.endpoint, tls)
 
     def probe(target: Any, backend: Any) -> list[str]:
         argv = [run.CURL, "-sk", "--noproxy", "*", "--max-time", "5", "--http1.1", f"https://{target}/"]
