@@ -55,15 +55,7 @@ def scenarios(run: Any) -> dict[str, Any]:
             (root / name.lstrip("/")).write_bytes(page_text()[:size] if size <= PAGE_SIZE else
                                                    (page_text() * (size // PAGE_SIZE + 1))[:size])
         conf = ws.write("backend-nginx/nginx.conf", f"""\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {prefix / 'nginx.pid'};
-error_log {prefix / 'error.log'} warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    {run._nginx_temp_paths(prefix)}
+{run._nginx_backend_head(prefix)}
     keepalive_requests 10000000;
     keepalive_timeout 120s;
     default_type text/plain;
@@ -138,15 +130,7 @@ backend be
         root = ws.path("backend-nginx", "www", "x").parent
         (root / PAGE.lstrip("/")).write_bytes(page_text())
         conf = ws.write("backend-nginx/nginx.conf", f"""\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {prefix / 'nginx.pid'};
-error_log {prefix / 'error.log'} warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    {run._nginx_temp_paths(prefix)}
+{run._nginx_backend_head(prefix)}
     keepalive_requests 10000000;
     keepalive_timeout 120s;
     types {{ text/html html; }}

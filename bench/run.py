@@ -423,6 +423,21 @@ http {{
     keepalive_timeout 120s;"""
 
 
+def _nginx_backend_head(prefix: Path) -> str:
+    """The start of every backend nginx.conf (one process, no master), up to the
+    ``http`` block's temp paths; the caller goes on with its own settings."""
+    return f"""\
+daemon off;
+master_process off;
+worker_processes 1;
+pid {prefix / 'nginx.pid'};
+error_log {prefix / 'error.log'} warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    {_nginx_temp_paths(prefix)}"""
+
+
 def _nginx_temp_paths(prefix: Path) -> str:
     """temp-path directives inside the workspace, only for modules this nginx build has."""
     try:
@@ -464,15 +479,7 @@ def http_backend(ws: Workspace, items: bool = False) -> Backend:
     items_location = (f'\n        location {ROUTES_PREFIX} {{ return 200 "{HTTP_BODY.rstrip()}\\n"; }}'
                       if items else "")
     conf = ws.write("backend-nginx/nginx.conf", f"""\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {prefix / 'nginx.pid'};
-error_log {prefix / 'error.log'} warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    {_nginx_temp_paths(prefix)}
+{_nginx_backend_head(prefix)}
     keepalive_requests 10000000;
     keepalive_timeout 120s;
     server {{

@@ -57,15 +57,7 @@ def scenarios(run: Any) -> dict[str, Any]:
         private = run.free_endpoint()
         prefix = ws.path("backend-nginx", "x").parent
         conf = ws.write("backend-nginx/nginx.conf", f"""\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {prefix / 'nginx.pid'};
-error_log {prefix / 'error.log'} warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    {run._nginx_temp_paths(prefix)}
+{run._nginx_backend_head(prefix)}
     sendfile on;
     tcp_nopush on;
     keepalive_requests 10000000;
