@@ -14,12 +14,11 @@ from concurrent import futures
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from tests.integration.harness import LoopThread, Pyvs, curl, free_port, pattern
 from tests.unit.tls.pki import Pki
-
-grpc = pytest.importorskip("grpc")
 
 BIG = 3_000_000
 

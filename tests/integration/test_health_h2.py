@@ -11,6 +11,7 @@ from concurrent import futures
 from pathlib import Path
 from typing import Any
 
+import grpc
 import h2.config
 import h2.connection
 import h2.events
@@ -18,8 +19,6 @@ import pytest
 
 from pyvs.health.h2check import health_request, serving_status
 from tests.integration.harness import LoopThread, Pyvs, free_port
-
-grpc = pytest.importorskip("grpc")
 
 
 class HealthService:
