@@ -48,3 +48,55 @@ class Downstream(Protocol):
     def response_ended(self) -> None: ...
     def in_tunnel(self) -> bool: ...
     def response_until_close(self) -> bool: ...
+
+
+def _ignore(*_args: object, **_kwargs: object) -> None:
+    """Any call on a departed client: there is no one left to tell."""
+
+
+class Departed:
+    """The downstream of an exchange whose client has gone (:meth:`Exchange.detach`).
+
+    A connection and its exchange point at each other (``ex.down``, the bound
+    framing hooks), so a closed pair would wait for the cycle collector, which on a
+    busy listener of short connections costs more CPU than the rest of the close.
+    Pointing the exchange here instead lets reference counting free the pair the
+    moment the transport lets go. Every flag says "closed, nothing pending" and
+    every method does nothing, which is what a closed connection does when a late
+    callback reaches it."""
+
+    __slots__ = ()
+    transport: asyncio.Transport | None = None
+    req_ended = True
+    close_after = True
+    client_write_blocked = False
+    reading_paused = False
+    deadline = 0.0
+    up_write_blocked = False
+    inbuf = b""
+
+    @property
+    def wbuf(self) -> list[bytes]:
+        return []  # a fresh list each time: nothing can pile up here
+
+    @wbuf.setter
+    def wbuf(self, _value: list[bytes]) -> None:
+        pass
+
+    def present(self, ex: Exchange, rh: ResponseHead) -> int:
+        from pyvs.upstream.connection import REBUILT  # never on a live path: keep this module types-only
+
+        return REBUILT
+
+    flush_client = on_interim = on_tunnel_data = upstream_eof = send_error = _ignore
+    exchange_done = whole_response_done = tunnel_ended = abort = _ignore
+    maybe_resume = pause_reading = response_ended = _ignore
+
+    def in_tunnel(self) -> bool:
+        return False
+
+    def response_until_close(self) -> bool:
+        return False
+
+
+DEPARTED = Departed()

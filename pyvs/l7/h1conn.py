@@ -269,7 +269,8 @@ class H1Connection(asyncio.Protocol):
             self._ended(ex.resp_status if ex.resp_started else 499, self.loop.time(),
                         "" if self.phase == TUNNEL else "client_closed")
         ex.finished()
-        ex.view.head = None  # the connection and its exchange refer to each other: free the head now
+        ex.view.head = None
+        ex.detach()  # the connection and its exchange refer to each other: break the cycle
 
     def pause_writing(self) -> None:
         self.client_write_blocked = True
