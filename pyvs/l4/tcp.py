@@ -448,6 +448,7 @@ class TcpSession:
             stats.l4_bytes_in += self.c2s.nbytes
         if self.s2c is not None:
             stats.l4_bytes_out += self.s2c.nbytes
+        self.c2s = self.s2c = None  # each pump points back here: no cycle left for the collector
         reactor = rt.shared.reactor
         for sock in (self.client, self.up):
             if sock is not None:

@@ -135,3 +135,44 @@ def test_idle_connection_closed_without_a_request(rig: Rig, no_collector: None) 
     counts = _counts(fe)
     del fe
     _freed(counts)
+
+
+TCP_CFG = """
+listeners:
+  - {name: l4, mode: tcp, bind: ["127.0.0.1:%d"], backend: be}
+backends:
+  - {name: be, servers: [{name: s1, address: "127.0.0.1:%d"}]}
+"""
+
+
+def test_l4_tcp_session_freed_when_both_sides_end(no_collector: None) -> None:
+    """A relayed TCP connection (L4, user space): the session and its two pumps point at
+    each other; a closed session must not wait for the collector either."""
+    from pyvs.l4.tcp import TcpSession
+    from tests.integration.harness import free_port
+
+    async def main() -> None:
+        async def echo_once(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            w.write(await r.readexactly(4))
+            await w.drain()
+            w.close()
+
+        server = await asyncio.start_server(echo_once, "127.0.0.1", 0)
+        sport = server.sockets[0].getsockname()[1]
+        port = free_port()
+        rt = WorkerRuntime(load_text(TCP_CFG % (port, sport)), 0, asyncio.get_running_loop())
+        await rt.start()
+        before = _live(TcpSession)
+        for _ in range(3):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"ping")
+            assert await asyncio.wait_for(r.read(), 10) == b"ping"  # to the server's close
+            w.close()
+        sessions = rt.l4.tcp[0].sessions
+        await rt.drain(10)  # returns as soon as the relayed sessions have ended
+        assert not sessions
+        assert _live(TcpSession) == before
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
