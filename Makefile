@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_TEST := curl keepalived iproute2 redis-server nftables bind9-dnsutils nsd chromium snmpd snmp nghttp2-client
+APT_TEST := curl openssl keepalived iproute2 redis-server nftables bind9-dnsutils nsd chromium snmpd snmp nghttp2-client
 # Build dependencies of the C helpers: OpenSSL 3 headers for pyvs/tls/_tickets.c.
 APT_BUILD := libssl-dev gcc
 APT_BENCH := wrk haproxy nginx-light libnginx-mod-stream curl nftables nsd dnsperf openssl nghttp2-client

@@ -101,6 +101,8 @@ def render(status: dict[str, Any], extra: str = "") -> str:
     _servers(out, backends, traffic.get("servers", []))
     _pageviews(out, status.get("pageviews") or {})
     _accel(out, status.get("caches") or {}, status.get("compression") or {})
+    if status.get("tls"):
+        _tls(out, status["tls"])
     text = "\n".join(out.lines) + "\n"
     return text + extra if extra else text
 
@@ -129,6 +131,47 @@ def _accel(out: _Out, caches: dict[str, dict[str, Any]], compression: dict[str, 
                                 ("bytes_out", "Response bytes after compression.")):
             out.family(f"pyvs_compression_{name}_total", "counter", help_text)
             out.add(f"pyvs_compression_{name}_total", "", int(compression.get(name, 0)))
+
+
+def _tls(out: _Out, tls: dict[str, Any]) -> None:
+    """TLS listeners: handshakes, failures by reason, resumptions, versions, ALPN,
+    session tickets (pyvs/tls/stats.py)."""
+    rows = [(f'listener="{_esc(name)}"', v) for name, v in (tls.get("listeners") or {}).items()]
+    out.family("pyvs_tls_handshakes_total", "counter", "TLS handshakes by result (completed, failed), per listener.")
+    for labels, v in rows:
+        out.add("pyvs_tls_handshakes_total", f'{labels},result="completed"', int(v.get("handshakes", 0)))
+        out.add("pyvs_tls_handshakes_total", f'{labels},result="failed"', int(v.get("failed", 0)))
+    out.family("pyvs_tls_handshake_failures_total", "counter",
+               "Failed TLS handshakes by reason (client_cert: mTLS verification), per listener.")
+    for labels, v in rows:
+        for reason, n in (v.get("failures") or {}).items():
+            out.add("pyvs_tls_handshake_failures_total", f'{labels},reason="{_esc(reason)}"', int(n))
+    out.family("pyvs_tls_sessions_resumed_total", "counter",
+               "Completed TLS handshakes that resumed a session (ticket or id), per listener.")
+    for labels, v in rows:
+        out.add("pyvs_tls_sessions_resumed_total", labels, int(v.get("resumed", 0)))
+    out.family("pyvs_tls_protocol_versions_total", "counter", "Completed TLS handshakes by version, per listener.")
+    for labels, v in rows:
+        for version, n in (v.get("versions") or {}).items():
+            out.add("pyvs_tls_protocol_versions_total", f'{labels},version="{_esc(version)}"', int(n))
+    out.family("pyvs_tls_alpn_total", "counter",
+               "Completed TLS handshakes by the protocol ALPN chose (listeners offering a choice).")
+    for labels, v in rows:
+        for proto, n in (v.get("alpn") or {}).items():
+            out.add("pyvs_tls_alpn_total", f'{labels},protocol="{_esc(proto)}"', int(n))
+    out.family("pyvs_tls_ticket_key_rotations_total", "counter",
+               "Session-ticket key changes since the listener's keys were loaded (start or reload).")
+    for labels, v in rows:
+        out.add("pyvs_tls_ticket_key_rotations_total", labels, int(v.get("ticket_key_rotations", 0)))
+    tickets = tls.get("tickets") or {}
+    if tickets:
+        out.family("pyvs_tls_tickets_total", "counter",
+                   "Session tickets issued, resumed (current key), renewed (previous key), unknown (all workers).")
+        for event, n in tickets.items():
+            out.add("pyvs_tls_tickets_total", f'event="{_esc(event)}"', int(n))
+    if tls.get("ticket_helper") is not None:
+        out.family("pyvs_tls_ticket_helper", "gauge", "1 when pyvs's rotating ticket keys (the C helper) are in use.")
+        out.add("pyvs_tls_ticket_helper", "", 1 if tls["ticket_helper"] else 0)
 
 
 def _backends(out: _Out, backends: list[dict[str, Any]], traffic: dict[str, list[float]]) -> None:

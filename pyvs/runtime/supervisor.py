@@ -62,6 +62,7 @@ from pyvs.runtime.generations import READY_TIMEOUT, Generations, all_exited, why
 from pyvs.runtime.sockets import SlotSockets, bind_socket, refuse_if_listening, slot_addresses, udp_key
 from pyvs.runtime.stats import aggregate
 from pyvs.runtime.worker import die_with_parent, reset_signals, run_worker
+from pyvs.tls.stats import aggregate as tls_aggregate
 
 log = logging.getLogger("pyvs")
 
@@ -639,6 +640,7 @@ class Supervisor(Generations):
             ],
             **agg,
             **accel_aggregate(reports),  # "caches", "compression" (pyvs/accel)
+            **tls_aggregate(reports, self.cfg.listeners),  # "tls" with TLS listeners (pyvs/tls/stats.py)
             "vrrp": self.vrrp_status(),
             "kernel": self.kernel.statistics() if self.kernel is not None else [],
             "persistence": self.persist.statistics() if self.persist is not None else None,

@@ -52,6 +52,7 @@ from pyvs.runtime.stats import WorkerStats
 from pyvs.runtime.timers import Sweeper
 from pyvs.shared.state import SharedState
 from pyvs.shared.state import current as current_shared
+from pyvs.tls.stats import report as tls_report
 from pyvs.upstream.server import BackendRuntime, ServerState
 
 if TYPE_CHECKING:
@@ -196,6 +197,7 @@ class WorkerRuntime:
             "traffic": self.stats.traffic_report(),  # latency, status classes, bytes (pyvs/runtime/stats.py)
             "pageviews": self.pageviews.take() if self.pageviews is not None else None,
             "accel": accel_report(self.cfg),  # cache and compression counters ({} without them)
+            "tls": tls_report(self.listeners),  # handshakes, failures... per TLS listener (None without any)
         }
 
     async def drain(self, grace: float) -> None:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyvs.l7.h1conn import H1Connection
 from pyvs.l7.request import RequestView, normalise_host
+from pyvs.tls.stats import TlsStats
 
 if TYPE_CHECKING:
     from pyvs.config.tls_schema import TlsListener
@@ -72,7 +73,7 @@ def rfc4514(subject: Any) -> str:
 class TlsEndpoint:
     """What a worker's TLS listener needs at accept and per request."""
 
-    __slots__ = ("check_host", "context", "handshake_timeout", "server", "subject_header", "tickets")
+    __slots__ = ("check_host", "context", "handshake_timeout", "server", "stats", "subject_header", "tickets")
 
     def __init__(self, cfg: TlsListener) -> None:
         self.server: TlsServer = cfg.server
@@ -81,6 +82,7 @@ class TlsEndpoint:
         self.check_host = cfg.check_host
         self.handshake_timeout = cfg.handshake_timeout
         self.subject_header = cfg.client_subject_header if cfg.client_ca is not None else None
+        self.stats = TlsStats(count_alpn=len(cfg.alpn) > 1)  # this worker's counters (pyvs/tls/stats.py)
 
     def protocol(self, lst: ListenerRuntime) -> TlsConnection:
         return TlsConnection(lst)
@@ -98,7 +100,7 @@ class TlsEndpoint:
             self.tickets = 0
             return factory, self.context
         transport.prepare(self.context)
-        return transport.server_factory(factory, self.context, loop, self.handshake_timeout), None
+        return transport.server_factory(factory, self.context, loop, self.handshake_timeout, self.stats), None
 
 
 class TlsFacts:
@@ -190,6 +192,19 @@ class TlsConnection(H1Connection):
         if endpoint is not None and sslobj is not None:
             facts = TlsFacts(endpoint, sslobj)
             self.tls = facts
+            st = endpoint.stats  # the handshake is done: count it (pyvs/tls/stats.py)
+            st.handshakes += 1
+            c = sslobj._sslobj  # (the C object: ssl.SSLObject's property and method only forward)
+            if c.session_reused:
+                st.resumed += 1
+            if facts._version == b"TLSv1.3":
+                st.tls13 += 1
+            if st.count_alpn:
+                alpn = c.selected_alpn_protocol()
+                if alpn == "h2":
+                    st.alpn_h2 += 1
+                elif alpn is not None:
+                    st.alpn_http11 += 1
             self.ex.view = TlsRequestView(facts)
             sslobj.pyvs_close_notify = self._close_notify  # (pyvs.tls.transport.ServerSSLObject)
             # TLS 1.3 tickets: queued at the first read, sent with the first response (one

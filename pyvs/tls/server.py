@@ -72,7 +72,8 @@ def server_context(profile: profiles.Profile, alpn: Sequence[str], client_ca: st
 class TlsServer:
     """A listener's certificates and contexts (see the module docstring)."""
 
-    __slots__ = ("certs", "contexts", "default", "exact", "front", "mtimes", "queued_tickets", "rotation", "wild")
+    __slots__ = ("certs", "contexts", "default", "exact", "front", "keys_since", "mtimes", "queued_tickets", "rotation",
+                 "wild")
 
     def __init__(self, specs: Sequence[CertSpec], *, profile: profiles.Profile = "intermediate",
                  alpn: Sequence[str] = ("http/1.1",), client_ca: str | None = None,
@@ -106,6 +107,7 @@ class TlsServer:
         # Ticket keys rotated on a clock, the same in every worker (pyvs/tls/tickets.py);
         # 0: OpenSSL's own keys (shared through the fork, renewed at each reload).
         self.rotation = 0.0
+        self.keys_since = 0.0  # when the rotating keys were installed (key rotations since: pyvs/tls/stats.py)
         # TLS 1.3 tickets queued per connection, sent with its first response (0: sent by
         # OpenSSL at the end of the handshake, one write more per connection).
         self.queued_tickets = 0
@@ -119,6 +121,7 @@ class TlsServer:
                 usable = keys.install(self.contexts, lbl, ticket_rotation,
                                       ticket_key if ticket_key is not None else os.urandom(32))
                 self.rotation = float(ticket_rotation) if usable else 0.0
+                self.keys_since = time.time() if usable else 0.0
             if usable:  # (a context the helper refused keeps all of OpenSSL's behaviour)
                 self.queued_tickets = keys.defer(self.contexts)
 

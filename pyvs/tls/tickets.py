@@ -107,6 +107,14 @@ def available() -> bool:
     return not _verdict
 
 
+def helper_state() -> tuple[bool | None, str | None]:
+    """For /status: whether the C helper is in use in this process (None: never asked,
+    no listener has session tickets), and why not when it is not."""
+    if _verdict is None:
+        return None, None
+    return not _verdict, _verdict or None
+
+
 def secret_of_file(path: str) -> bytes:
     """The secret of a ``ticket_key_file``: at least 32 bytes of it (``openssl rand 80``,
     like nginx's ``ssl_session_ticket_key`` files), hashed. ValueError with the reason."""

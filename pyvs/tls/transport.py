@@ -43,6 +43,10 @@ The same object sends the TLS 1.3 session tickets with the first response rather
 than right after the handshake (``pyvs_tickets``, :func:`pyvs.tls.tickets.defer`): one
 write system call less per connection.
 
+Failed handshakes are counted by :meth:`ServerSSL.connection_lost` (a connection
+that ends before its application protocol was made), with the reason of
+:func:`pyvs.tls.stats.reason_of`; completed ones by :mod:`pyvs.tls.conn`.
+
 Costs on the data path: ``read`` is a Python method either way (ssl.SSLObject's is
 one too); ``write`` and ``pending`` are bound straight to the C methods on each new
 object, one Python frame less per call than :class:`ssl.SSLObject`.
@@ -56,6 +60,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
+from pyvs.tls.stats import TlsStats
 from pyvs.tls.tickets import queue
 
 log = logging.getLogger("pyvs.tls")
@@ -75,6 +80,7 @@ except (ImportError, ValueError) as _exc:  # pragma: no cover - depends on the i
     SSLProtocol = object
     WHY_NOT = f"uvloop's SSLProtocol is not available ({_exc})"
 _warned = False
+_created: ServerSSLObject | None = None  # the SSLObject made last (see ServerSSL.connection_made)
 
 
 def usable() -> bool:
@@ -110,6 +116,8 @@ class ServerSSLObject(ssl.SSLObject):
         self = super()._create(incoming, outgoing, server_side, server_hostname,  # type: ignore[misc]
                                session, context)
         self.pyvs_out = outgoing
+        global _created
+        _created = self  # (taken by ServerSSL.connection_made, which is creating us)
         c = self._sslobj
         # ssl.SSLObject.write/pending only call these: skip that frame.
         self.write = c.write
@@ -160,13 +168,29 @@ class ServerSSLObject(ssl.SSLObject):
 
 
 class ServerSSL(SSLProtocol):  # type: ignore[misc]
-    """uvloop's SSL protocol with correction 3 (see the module docstring)."""
+    """uvloop's SSL protocol with correction 3 (see the module docstring), and the
+    count of failed handshakes (pyvs/tls/stats.py)."""
 
-    __slots__ = ("pyvs_app",)
+    __slots__ = ("pyvs_app", "pyvs_obj", "pyvs_stats")
     pyvs_app: asyncio.BaseProtocol | None
+    pyvs_obj: ServerSSLObject | None  # this connection's SSLObject (uvloop keeps its own out of reach)
+    pyvs_stats: TlsStats | None
+
+    def connection_made(self, transport: Any) -> None:
+        global _created
+        super().connection_made(transport)  # (makes the SSLObject: ServerSSLObject._create)
+        self.pyvs_obj, _created = _created, None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.pyvs_app = None
+        app, obj = self.pyvs_app, self.pyvs_obj
+        self.pyvs_app = self.pyvs_obj = None
+        st = self.pyvs_stats
+        if st is not None and getattr(app, "tls", True) is None:
+            # Never handed to the application: the handshake failed. Its reason is the
+            # error kept for the alert (correction 1) when there was one: the connection
+            # itself then ends with the client's EOF, or at the timeout.
+            failed = obj.pyvs_failed if obj is not None else None
+            st.failure(failed if failed is not None else exc)
         super().connection_lost(exc)
 
     def eof_received(self) -> bool | None:
@@ -182,14 +206,15 @@ def prepare(ctx: ssl.SSLContext) -> None:
 
 
 def server_factory(factory: Callable[[], asyncio.Protocol], ctx: ssl.SSLContext, loop: asyncio.AbstractEventLoop,
-                   handshake_timeout: float) -> Callable[[], asyncio.BaseProtocol]:
+                   handshake_timeout: float, stats: TlsStats | None = None) -> Callable[[], asyncio.BaseProtocol]:
     """A protocol factory for a plain listening socket that speaks TLS with ``ctx``
-    around the protocols of ``factory``."""
+    around the protocols of ``factory``; failed handshakes are counted in ``stats``."""
 
     def make() -> ServerSSL:
         app = factory()
         proto = ServerSSL(loop, app, ctx, None, server_side=True, ssl_handshake_timeout=handshake_timeout)
         proto.pyvs_app = app
+        proto.pyvs_stats = stats
         return proto
 
     return make
