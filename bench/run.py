@@ -946,6 +946,15 @@ SCENARIOS: dict[str, Scenario] = {
         load=wrk_load,
         probe=http_probe,
     ),
+    "http-close": Scenario(
+        name="http-close",
+        description="as http-small, each request on a new connection (Connection: close): the cost of a "
+                    "connection (accept, state, close) more than of a request",
+        start_backend=http_backend,
+        proxies={"haproxy": http_haproxy, "nginx": http_nginx, "pyvs": http_pyvs},
+        load=functools.partial(wrk_load, headers=("Connection: close",)),
+        probe=http_probe,
+    ),
     "http-browser": Scenario(
         name="http-browser",
         description="as http-small, with the request head a browser sends (12 fields, ~600 bytes)",
