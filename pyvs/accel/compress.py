@@ -24,6 +24,21 @@ Streaming: each server read is compressed and flushed at once (zlib ``Z_SYNC_FLU
 brotli ``flush()``, zstd ``FLUSH_BLOCK``), so nothing of the body waits in pyvs for
 the next read and memory stays at one read plus the compressor's window. The price is
 a slightly worse ratio for a body that arrives in many small reads.
+
+Integrity fields: ``Content-Digest`` and ``Content-MD5`` describe the content, which
+the new coding changes (RFC 9530 2); ``Repr-Digest`` and RFC 3230's ``Digest``
+describe the representation, of which Content-Encoding is a part (RFC 9110 8.4,
+RFC 9530 3), so they change too. Left in place they would make a checking client
+reject a correct body; pyvs drops them from the head of a response it compresses
+(:data:`STALE_DIGESTS`). Fields that hold for the unencoded bytes whatever the coding
+(``Unencoded-Digest``) stay.
+
+Trailers: a chunked response's trailer section follows the compressed body
+(:meth:`_Stage.trailers` is the stage's say over it, see ``stage_body`` in
+pyvs/l7/filters/base.py): the same integrity fields are dropped from it, every other
+field goes on -- in the chunked trailer section to an HTTP/1.1 client, as a trailing
+HEADERS frame to an HTTP/2 client; an HTTP/1.0 client, whose body ends with the close,
+gets none (as without compression).
 """
 
 from __future__ import annotations
@@ -51,6 +66,10 @@ _STRONG_ETAG = re.compile(rb'(?im)^(etag[ \t]*:[ \t]*)(")')
 _NOT_COMPRESSED = frozenset({204, 206, 304})
 _VARY_LINE = b"Vary: Accept-Encoding\r\n"
 _VARIES = re.compile(rb"(?im)^vary[ \t]*:[^\r\n]*(?:\baccept-encoding\b|\*)")
+# Integrity fields computed over the bytes the coding changes (module docstring): in the
+# head of a response pyvs compresses, and in its trailer section.
+STALE_DIGESTS = re.compile(rb"(?im)^(?:content-digest|content-md5|repr-digest|digest)[ \t]*:[^\r\n]*\r\n")
+_HAS_DIGEST = re.compile(rb"(?i)\n(?:content-(?:digest|md5)|repr-digest|digest):")  # a quick test of a head
 
 
 class CompressStats:
@@ -65,7 +84,18 @@ class CompressStats:
         self.bytes_out = 0
 
 
-class GzipStage:
+class _Stage:
+    """What the three encoders share: their say over the server's trailers."""
+
+    __slots__ = ()
+
+    def trailers(self, lines: bytes) -> bytes:
+        """The trailer section (CRLF-terminated field lines) that may follow the
+        compressed body: without the integrity fields the new coding made wrong."""
+        return STALE_DIGESTS.sub(b"", lines)
+
+
+class GzipStage(_Stage):
     """gzip (RFC 1952 framing, zlib's deflate) for one response."""
 
     __slots__ = ("c", "stats")
@@ -82,7 +112,7 @@ class GzipStage:
         return out
 
 
-class BrotliStage:
+class BrotliStage(_Stage):
     """brotli (RFC 7932) for one response."""
 
     __slots__ = ("c", "stats")
@@ -102,7 +132,7 @@ class BrotliStage:
         return out
 
 
-class ZstdStage:
+class ZstdStage(_Stage):
     """zstd (RFC 8878) for one response."""
 
     __slots__ = ("c", "stats")
@@ -199,7 +229,10 @@ class Compression(Filter):
             self.stats.skipped += 1
             rh.block = block
             return Verdict.CONTINUE
-        rh.block = _STRONG_ETAG.sub(rb'\1W/\2', block) + self.codings[alg]
+        block = _STRONG_ETAG.sub(rb'\1W/\2', block)
+        if _HAS_DIGEST.search(block) is not None:  # (rare: the search costs a quarter of the removal)
+            block = STALE_DIGESTS.sub(b"", block)
+        rh.block = block + self.codings[alg]
         self.stats.responses += 1
         ex.stage_body(_STAGES[alg](self.levels[alg], self.stats))
         return Verdict.CONTINUE

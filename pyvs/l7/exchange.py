@@ -439,6 +439,35 @@ class Exchange(UpstreamLeg):
         assert stages is not None
         for stage in stages:
             data = stage.feed(data, end)
+        if end:
+            up = self.up  # (a chunked body's trailer section is read by now: it ends the body)
+            if up is not None:
+                trailers = getattr(up.framer, "trailers", b"")
+                if trailers:
+                    return self._staged_trailers(up, data, trailers)
+        return data
+
+    def _staged_trailers(self, up: UpstreamConn, data: bytes, lines: bytes) -> bytes:
+        """The server's trailers after a staged body (the last output ``data``). Each
+        stage says what may follow what it made of the body (``trailers(lines)``, see
+        filters/base.py); a stage without that say drops them, since they may describe
+        bytes it changed. What is left goes in the last-chunk to an HTTP/1.1 client,
+        to an HTTP/2 client as trailers (``on_trailers``, pyvs.h2.stream), and nowhere
+        for an HTTP/1.0 one (its body ends with the close)."""
+        for stage in self.stages or ():
+            say = getattr(stage, "trailers", None)
+            lines = say(lines) if say is not None else b""
+            if not lines:
+                return data
+        if up.mode == STAGED_CHUNKED:
+            # This last piece is framed here, trailer section included; STAGED_CLOSE
+            # makes UpstreamConn.staged_out pass it on as it is, without its own last-chunk.
+            up.mode = STAGED_CLOSE
+            last = b"%x\r\n%b\r\n0\r\n" % (len(data), data) if data else b"0\r\n"
+            return last + lines + b"\r\n"
+        take = getattr(self, "on_trailers", None)
+        if take is not None:
+            take(lines)
         return data
 
     def on_response_end(self, conn: UpstreamConn) -> None:

@@ -22,6 +22,12 @@ chain order:
     for an HTTP/1.0 one (pyvs.upstream.connection STAGED). The stage is an object per
     response, so the filter itself stays stateless and shared. Routes whose filters
     never stage a body keep the byte-for-byte path.
+    A chunked body may end with trailers (RFC 9110 6.5). A stage that has a
+    ``trailers(lines) -> lines`` method says which may follow what it made of the
+    body (the compressor drops the digests of the bytes it changed); a stage without
+    one drops them all, since they may describe bytes it replaced. ``lines`` are the
+    trailer section's CRLF-terminated field lines; the exchange calls this only when
+    there are some, after the last ``feed`` (``Exchange._staged_trailers``).
 
 The verdict is a closed enum: an exchange knows every outcome a filter can ask for.
 A route whose chain is empty never calls any of this (``Chain.empty``): it keeps the
