@@ -49,7 +49,7 @@ from pyvs.h2.headers import CONNECTION_FIELDS
 from pyvs.http.errors import ProtocolError
 from pyvs.http.framing import ChunkedBody
 from pyvs.http.h1 import NO_BODY, parse_response_head
-from pyvs.upstream.connection import RAW, REBUILT, Owner, UpstreamConn
+from pyvs.upstream.connection import RAW, REBUILT, STAGED, Owner, UpstreamConn
 
 if TYPE_CHECKING:
     from pyvs.h2.pool import H2Pool
@@ -150,7 +150,8 @@ class H2UpstreamStream(UpstreamConn):
             self.head_buf = b""
             self._start(buf[: end + 2])
             data = buf[end + 4 :]
-            if not data:
+            if not data:  # a request without a body: its HEADERS frame leaves now
+                self.conn.flush()
                 return
         framer = self.req_framer
         if framer is not None:
@@ -291,7 +292,10 @@ class H2UpstreamStream(UpstreamConn):
             self.conn.ack(self.sid, flow)
             return
         self.bytes_in += len(data)
-        if data:
+        if self.mode >= STAGED:  # a filter transforms the body (compression, the cache's recorder)
+            if data:
+                self.staged_out(owner, owner.on_body(data, False), False)
+        elif data:
             if self.encode:
                 owner.wbuf += (b"%x\r\n" % len(data), data, b"\r\n")
             else:
@@ -312,6 +316,10 @@ class H2UpstreamStream(UpstreamConn):
     def on_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
         self.trailers_in = [(n, v) for n, v in fields if n[:1] != b":" and n not in CONNECTION_FIELDS]
 
+    def trailer_lines(self) -> bytes:
+        """The server's trailers as HTTP/1.1 field lines (see UpstreamConn.trailer_lines)."""
+        return b"".join(n + b": " + v + b"\r\n" for n, v in self.trailers_in or ())
+
     def on_end(self) -> None:
         if self.owner is None or self.ended:
             return
@@ -326,7 +334,11 @@ class H2UpstreamStream(UpstreamConn):
             return
         self.ended = True
         trailers = self.trailers_in
-        if self.encode:
+        if self.mode >= STAGED:
+            # The stages' last output; the exchange frames the trailers that still hold
+            # (trailer_lines, Exchange._staged_trailers), as for an HTTP/1.1 server.
+            self.staged_out(owner, owner.on_body(b"", True), True)
+        elif self.encode:
             tl = b"".join(n + b": " + v + b"\r\n" for n, v in trailers or ())
             owner.wbuf.append(b"0\r\n" + tl + b"\r\n")
         elif trailers:

@@ -442,7 +442,7 @@ class Exchange(UpstreamLeg):
         if end:
             up = self.up  # (a chunked body's trailer section is read by now: it ends the body)
             if up is not None:
-                trailers = getattr(up.framer, "trailers", b"")
+                trailers = up.trailer_lines()
                 if trailers:
                     return self._staged_trailers(up, data, trailers)
         return data

@@ -241,6 +241,12 @@ class UpstreamConn(asyncio.Protocol):
                     deadline = min(deadline, owner.started + limits.total_timeout)
                 self.deadline = deadline
 
+    def trailer_lines(self) -> bytes:
+        """The trailer section of the chunked body just read (CRLF-terminated field
+        lines; empty without one), for a staged body's end (Exchange._staged_trailers)."""
+        framer = self.framer
+        return framer.trailers if isinstance(framer, ChunkedBody) else b""
+
     def staged_out(self, owner: Owner, out: bytes, done: bool) -> None:
         """Queue a staged body's output for the client in the framing chosen for it."""
         if self.mode == STAGED_CHUNKED:

@@ -1,0 +1,160 @@
+"""Filters that transform a body work on responses of HTTP/2 servers (``proto: h2c``).
+
+Compression and the cache stage a response body (pyvs/l7/filters/base.py); a server
+spoken to over HTTP/2 hands its DATA frames to the exchange through
+``H2UpstreamStream`` (pyvs/h2/upstream.py), which used to skip the stages: the client
+got ``Content-Encoding: gzip`` over the plain bytes, and the connection hung. The
+origin here is an h2c server (the h2 library) answering the body of
+test_compress_trailers in several DATA frames, then trailers; pyvs runs two workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import socket
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import pytest
+
+from tests.integration.harness import LoopThread, Pyvs, free_port
+from tests.integration.test_compress_trailers import BODY, DROPPED, KEPT, decode, fields, h2_get, raw11, read_all
+
+H2_TRAILERS = [("server-timing", "db;dur=53"), ("content-digest", "sha-256=:x:"), ("x-checksum", "abc123")]
+
+
+class H2cOrigin:
+    """Answers every GET with BODY (text/html, or image/png under ``/img``) in DATA frames
+    as the client's windows allow, then trailers; ``/cached`` responses may be stored."""
+
+    def __init__(self, lt: LoopThread) -> None:
+        self.requests = 0
+        self.server = lt.run(asyncio.start_server(self.serve, "127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+        conn.initiate_connection()
+        w.write(conn.data_to_send())
+        pending: dict[int, int] = {}  # stream -> bytes of BODY sent so far
+        try:
+            while data := await r.read(65536):
+                try:
+                    events = conn.receive_data(data)
+                except h2.exceptions.ProtocolError:
+                    break
+                for ev in events:
+                    if isinstance(ev, h2.events.RequestReceived):
+                        self.requests += 1
+                        path = dict(ev.headers)[":path"]
+                        ctype = "image/png" if path.startswith("/img") else "text/html"
+                        cc = "public, max-age=60" if path.startswith("/cached") else "no-store"
+                        conn.send_headers(ev.stream_id, [(":status", "200"), ("content-type", ctype),
+                                                         ("cache-control", cc)])
+                        pending[ev.stream_id] = 0
+                    elif isinstance(ev, h2.events.StreamReset):
+                        pending.pop(ev.stream_id, None)
+                for sid in list(pending):
+                    sent = pending[sid]
+                    while sent < len(BODY):
+                        room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size, 40_000,
+                                   len(BODY) - sent)
+                        if room <= 0:
+                            break  # the client's WINDOW_UPDATE brings us back here
+                        conn.send_data(sid, BODY[sent:sent + room])
+                        sent += room
+                    pending[sid] = sent
+                    if sent == len(BODY):
+                        conn.send_headers(sid, H2_TRAILERS, end_stream=True)
+                        del pending[sid]
+                w.write(conn.data_to_send())
+                await w.drain()
+        finally:
+            w.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture(scope="module")
+def port(loop_thread: LoopThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    origin = H2cOrigin(loop_thread)
+    port = free_port()
+    compress = {"algorithms": ["gzip", "br", "zstd"], "types": ["text/*"]}
+    cfg: dict[str, Any] = {
+        "listeners": [{
+            "name": "web", "bind": [f"127.0.0.1:{port}"], "http2": True,
+            "routes": [
+                {"match": {"path_prefix": "/cached"}, "backend": "be", "compress": compress,
+                 "cache": {"size": "8m", "max_object": "1m"}},
+                {"backend": "be", "compress": compress},
+            ],
+        }],
+        "backends": [{"name": "be", "servers": [{"name": "s1", "address": origin.address, "proto": "h2c"}]}],
+    }
+    p = Pyvs(cfg, tmp_path_factory.mktemp("h2-upstream-staged"), workers=2)
+    yield port
+    p.stop()
+    origin.close()
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "zstd"])
+def test_http11_client_gets_the_compressed_body_and_trailers(port: int, coding: str) -> None:
+    for _ in range(2):  # the second request reuses the pooled h2 connection of its worker
+        head, body, trailers, after = raw11(port, "/page", coding)
+        assert f"content-encoding: {coding}".encode() in head.lower()
+        assert len(body) < len(BODY) // 2 and decode(coding, body) == BODY
+        assert fields(trailers) == KEPT  # the digest of the uncompressed bytes is gone
+        assert after == b""
+
+
+def test_h2_client_gets_the_compressed_body_and_trailers(port: int) -> None:
+    head, body, tail = h2_get(port, "/page", "gzip")
+    assert (b"content-encoding", b"gzip") in head
+    assert gzip.decompress(body) == BODY
+    assert [type(ev) for ev in tail] == [h2.events.TrailersReceived, h2.events.StreamEnded]
+    assert list(tail[0].headers) == KEPT
+
+
+def test_http10_client_gets_an_intact_compressed_body(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /page HTTP/1.0\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n")
+        data = read_all(s)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"content-encoding: gzip" in head.lower()
+    d = zlib.decompressobj(31)
+    assert d.decompress(body) == BODY and d.eof and d.unused_data == b""
+
+
+def test_uncompressed_type_passes_with_every_trailer(port: int) -> None:
+    _, body, trailers, _ = raw11(port, "/img", "gzip")
+    assert body == BODY
+    assert [n.decode() for n, _ in fields(trailers)] == [n for n, _ in H2_TRAILERS]
+
+
+def test_cache_stores_an_h2_servers_response(port: int) -> None:
+    head, body, trailers, _ = raw11(port, "/cached/page", "gzip")
+    assert b"x-cache: miss" in head.lower() and gzip.decompress(body) == BODY
+    assert trailers == b""  # a stored response carries none, on the miss as on the hits
+    for _ in range(4):  # new connections: both workers
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /cached/page HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n")
+            data = read_all(s)
+        head2, _, rest = data.partition(b"\r\n\r\n")
+        assert b"x-cache: hit" in head2.lower()
+        assert gzip.decompress(rest) == BODY
+    assert not any(name in head.lower().decode() for name in DROPPED)
+
+
+def test_bodiless_requests_on_a_pooled_connection_leave_at_once(port: int) -> None:
+    """A GET on an h2 server connection already open (each worker pools one) used to wait
+    in the HTTP/2 library's buffer until something else flushed it: the client hung."""
+    for _ in range(5):  # new client connections, two workers: each reuses its pooled one
+        _, body, _, _ = raw11(port, "/img", "identity")
+        assert body == BODY
