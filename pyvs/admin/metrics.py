@@ -140,7 +140,8 @@ def _tls(out: _Out, tls: dict[str, Any]) -> None:
     out.family("pyvs_tls_handshakes_total", "counter", "TLS handshakes by result (completed, failed), per listener.")
     for labels, v in rows:
         out.add("pyvs_tls_handshakes_total", f'{labels},result="completed"', int(v.get("handshakes", 0)))
-        out.add("pyvs_tls_handshakes_total", f'{labels},result="failed"', int(v.get("failed", 0)))
+        if v.get("failed") is not None:  # (None: not counted, with uvloop's own TLS)
+            out.add("pyvs_tls_handshakes_total", f'{labels},result="failed"', int(v["failed"]))
     out.family("pyvs_tls_handshake_failures_total", "counter",
                "Failed TLS handshakes by reason (client_cert: mTLS verification), per listener.")
     for labels, v in rows:

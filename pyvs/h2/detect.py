@@ -49,6 +49,7 @@ def hand_over(h1: H1Connection, data: bytes) -> H2ServerConnection | None:
                               h1.client_key)
     h1.client_key = None
     h1.inbuf = b""
+    h1.ex.detach()  # the template keeps the client's facts, not the h1 connection (no cycle)
     if h1.tls is not None:  # the h1 connection's close_notify hook goes with it (no cycle left)
         h1.tls.sslobj.pyvs_close_notify = None
     t.set_protocol(conn)

@@ -50,7 +50,7 @@ class Downstream(Protocol):
     def response_until_close(self) -> bool: ...
 
 
-def _ignore(*_args: object, **_kwargs: object) -> None:
+def ignore(*_args: object, **_kwargs: object) -> None:
     """Any call on a departed client: there is no one left to tell."""
 
 
@@ -63,40 +63,34 @@ class Departed:
     Pointing the exchange here instead lets reference counting free the pair the
     moment the transport lets go. Every flag says "closed, nothing pending" and
     every method does nothing, which is what a closed connection does when a late
-    callback reaches it."""
+    callback reaches it. One per detached exchange: the flags may be written
+    (``deadline``, ``up_write_blocked``...) without reaching another exchange."""
 
-    __slots__ = ()
-    transport: asyncio.Transport | None = None
-    req_ended = True
-    close_after = True
-    client_write_blocked = False
-    reading_paused = False
-    deadline = 0.0
-    up_write_blocked = False
-    inbuf = b""
+    __slots__ = ("client_write_blocked", "close_after", "deadline", "inbuf", "reading_paused", "req_ended",
+                 "transport", "up_write_blocked", "wbuf")
 
-    @property
-    def wbuf(self) -> list[bytes]:
-        return []  # a fresh list each time: nothing can pile up here
-
-    @wbuf.setter
-    def wbuf(self, _value: list[bytes]) -> None:
-        pass
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.req_ended = True
+        self.close_after = True
+        self.client_write_blocked = False
+        self.reading_paused = False
+        self.deadline = 0.0
+        self.up_write_blocked = False
+        self.inbuf = b""
+        self.wbuf: list[bytes] = []  # what a late server read would add: freed with the exchange
 
     def present(self, ex: Exchange, rh: ResponseHead) -> int:
         from pyvs.upstream.connection import REBUILT  # never on a live path: keep this module types-only
 
         return REBUILT
 
-    flush_client = on_interim = on_tunnel_data = upstream_eof = send_error = _ignore
-    exchange_done = whole_response_done = tunnel_ended = abort = _ignore
-    maybe_resume = pause_reading = response_ended = _ignore
+    flush_client = on_interim = on_tunnel_data = upstream_eof = send_error = ignore
+    exchange_done = whole_response_done = tunnel_ended = abort = ignore
+    maybe_resume = pause_reading = response_ended = ignore
 
     def in_tunnel(self) -> bool:
         return False
 
     def response_until_close(self) -> bool:
         return False
-
-
-DEPARTED = Departed()

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 
 from pyvs.http.h1 import CHUNKED, RequestHead, ResponseHead, strip_hop_fields
 from pyvs.l7.context import VARIABLES, real_client
-from pyvs.l7.downstream import DEPARTED
+from pyvs.l7.downstream import Departed, ignore
 from pyvs.l7.filters.base import BodyStage, Reply, Verdict, drop_length
 from pyvs.l7.request import RequestView
 from pyvs.l7.upstream_leg import UpstreamLeg
@@ -544,8 +544,8 @@ class Exchange(UpstreamLeg):
         """The client connection has closed and finished this exchange: forget it
         (see :class:`pyvs.l7.downstream.Departed`), so the two are freed by reference
         counting instead of the cycle collector."""
-        self.down = DEPARTED
-        self.flush_client = self.on_interim = self.on_tunnel_data = self.upstream_eof = DEPARTED.flush_client
+        self.down = Departed()
+        self.flush_client = self.on_interim = self.on_tunnel_data = self.upstream_eof = ignore
 
     def finished(self) -> None:
         """The downstream is done with this exchange (answered, errored, closed)."""

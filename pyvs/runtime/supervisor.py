@@ -576,10 +576,15 @@ class Supervisor(Generations):
         task.add_done_callback(self._tasks.discard)
 
     def _retired_reports(self) -> list[dict[str, Any]]:
-        """Counters of retired workers, restricted to backends still configured."""
+        """Counters of retired workers, restricted to backends still configured: the last
+        report of each that has exited, and the latest of each still draining (or still
+        serving while a reload starts the next generation). Without the draining ones,
+        every counter would drop for the length of a drain after a reload and come back
+        when the old workers exit, which Prometheus reads as a reset and a spike."""
         names = {b.name for b in self.cfg.backends}
+        draining = [h.report for h in [*self.retiring, *self.reload_old] if h.report and not h.channel_closed]
         return [{**r, "backends": [b for b in r.get("backends", []) if b.get("name") in names]}
-                for r in self.retired_reports]
+                for r in [*self.retired_reports, *draining]]
 
     # -------------------------------------------------------------- status
     def vrrp_status(self) -> list[dict[str, Any]]:

@@ -225,11 +225,18 @@ def aggregate(reports: list[dict[str, Any]], listeners: Iterable[Listener]) -> d
             "ticket_key_rotations": rotations(server),
         }
     from pyvs.tls import tickets as keys
+    from pyvs.tls import transport
 
+    total_view = _view(total)
+    counted = not transport.WHY_NOT  # uvloop's own TLS (the fallback) tells pyvs of no failure
+    if not counted:
+        for view in [*out_listeners.values(), total_view]:
+            view["failed"] = view["failures"] = None  # unknown, not zero
     helper = keys.helper_state()
     return {"tls": {
+        "failures_counted": counted,
         "listeners": out_listeners,
-        "total": _view(total),
+        "total": total_view,
         "ticket_helper": helper[0],
         "ticket_helper_reason": helper[1],
         "tickets": tickets,

@@ -178,8 +178,10 @@ class ServerSSL(SSLProtocol):  # type: ignore[misc]
 
     def connection_made(self, transport: Any) -> None:
         global _created
-        super().connection_made(transport)  # (makes the SSLObject: ServerSSLObject._create)
-        self.pyvs_obj, _created = _created, None
+        try:
+            super().connection_made(transport)  # (makes the SSLObject: ServerSSLObject._create)
+        finally:  # (even if it fails: never leave one behind for the next connection)
+            self.pyvs_obj, _created = _created, None
 
     def connection_lost(self, exc: Exception | None) -> None:
         app, obj = self.pyvs_app, self.pyvs_obj
@@ -215,6 +217,7 @@ def server_factory(factory: Callable[[], asyncio.Protocol], ctx: ssl.SSLContext,
         proto = ServerSSL(loop, app, ctx, None, server_side=True, ssl_handshake_timeout=handshake_timeout)
         proto.pyvs_app = app
         proto.pyvs_stats = stats
+        proto.pyvs_obj = None  # (connection_lost may come without connection_made)
         return proto
 
     return make

@@ -137,6 +137,49 @@ def test_idle_connection_closed_without_a_request(rig: Rig, no_collector: None) 
     _freed(counts)
 
 
+def test_a_late_callback_reaches_the_departed_client_harmlessly(rig: Rig) -> None:
+    """What the exchange still does to its downstream after the close (a server that
+    stops reading, a late write) lands on a Departed of its own: flags written, no
+    error, and nothing shared with another closed connection's exchange."""
+    fe, _ = rig.connection()
+    other, _ = rig.connection()
+    fe.connection_lost(None)
+    other.connection_lost(None)
+    ex = fe.ex
+    ex.upstream_write_blocked(True)
+    assert ex.down.up_write_blocked and not other.ex.down.up_write_blocked
+    ex.upstream_write_blocked(False)
+    ex.down.deadline = 5.0
+    ex.flush_client()
+    ex.on_interim(None)  # type: ignore[arg-type]
+    assert other.ex.down.deadline == 0.0
+
+class SwitchingTransport(Transport):
+    def set_protocol(self, protocol: object) -> None:
+        self.protocol = protocol
+
+
+def test_h2c_hand_over_leaves_no_cycle_through_the_h1_connection(no_collector: None) -> None:
+    """An h2c client's first connection object (PriorKnowledge) hands over to HTTP/2;
+    the HTTP/2 connection keeps its exchange for the client's facts only."""
+    from pyvs.h2.detect import PREFACE, PriorKnowledge
+
+    loop = asyncio.new_event_loop()
+    try:
+        rt = WorkerRuntime(load_text(CFG.replace("bind:", "http2: true\n    bind:")), 0, loop)
+        t = SwitchingTransport(("127.0.0.1", 5555))
+        h1 = PriorKnowledge(rt.listeners[0])
+        h1.connection_made(t)  # type: ignore[arg-type]
+        before = _live(PriorKnowledge)
+        h1.data_received(PREFACE)
+        h2conn = t.protocol
+        assert type(h2conn).__name__ == "H2ServerConnection"
+        del h1
+        assert _live(PriorKnowledge) == before - 1  # freed at once: nothing points back at it
+        h2conn.connection_lost(None)  # type: ignore[attr-defined]
+    finally:
+        loop.close()
+
 TCP_CFG = """
 listeners:
   - {name: l4, mode: tcp, bind: ["127.0.0.1:%d"], backend: be}

@@ -1,0 +1,78 @@
+"""Counters in /status do not fall back while the old workers drain after a reload.
+
+/status sums the current workers' reports and those of workers a reload retired. A
+retired worker still draining (a slow response keeps it) used to be in neither sum
+until it exited: every counter dropped for the length of the drain, then came back,
+which Prometheus reads as a counter reset and a spike. One worker makes the split
+exact: all counted requests are the old worker's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from tests.integration.harness import LoopThread, Pyvs, RawBackend, free_port, heads
+
+
+def test_counters_hold_while_the_old_generation_drains(tmp_path: Path, loop_thread: LoopThread) -> None:
+    release = asyncio.Event()  # set on the test's loop: the slow response may end
+    slow_arrived = threading.Event()
+
+    async def origin(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        async for head in heads(r):
+            if b" /slow " in head.split(b"\r\n", 1)[0]:
+                slow_arrived.set()
+                await release.wait()
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await w.drain()
+
+    backend = RawBackend(loop_thread, origin)
+    port = free_port()
+    cfg: dict[str, Any] = {
+        "global": {"grace": "30s"},
+        "listeners": [{"name": "web", "bind": [f"127.0.0.1:{port}"], "backend": "be"}],
+        "backends": [{"name": "be", "servers": [{"name": "s1", "address": backend.address}]}],
+    }
+    p = Pyvs(cfg, tmp_path, workers=1)
+    slow_status: list[int] = []
+    try:
+        for _ in range(10):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            c.request("GET", "/fast")
+            assert c.getresponse().read() == b"ok"
+            c.close()
+        p.wait_status(lambda s: s["totals"]["requests"] == 10)
+
+        def slow() -> None:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            c.request("GET", "/slow")
+            r = c.getresponse()
+            r.read()
+            slow_status.append(r.status)
+            c.close()
+
+        t = threading.Thread(target=slow, daemon=True)
+        t.start()
+        assert slow_arrived.wait(10)  # in the old worker: it will drain until released
+        p.proc.send_signal(signal.SIGHUP)
+        st = p.wait_status(lambda s: s["generation"] == 1 and all(w["ready"] for w in s["workers"])
+                           and bool(s["retiring"]), timeout=20)
+        assert st["totals"]["requests"] >= 10  # the draining worker's 10 are still counted
+        # and keep being counted while it drains, then once it has exited, exactly once
+        loop_thread.run(_set(release))
+        t.join(30)
+        assert slow_status == [200]
+        st = p.wait_status(lambda s: not s["retiring"] and s["totals"]["requests"] == 11, timeout=40)
+        assert st["totals"]["requests"] == 11
+    finally:
+        p.stop()
+        backend.close()
+
+
+async def _set(ev: asyncio.Event) -> None:
+    ev.set()
