@@ -96,6 +96,7 @@ class H2Failure(Exception):
 class CodecStream:
     """The protocol state of one stream, kept on the stream object itself."""
 
+    __slots__ = ("lclosed", "rdone", "rpend", "rw", "sid", "sw")
     sid: int
     sw: int  # send window (the client's, for our DATA)
     rw: int  # receive window (ours, for the client's DATA), as the client sees it
@@ -107,6 +108,11 @@ class CodecStream:
 class H2Codec:
     """Framing and protocol state of one server-side HTTP/2 connection."""
 
+    # (slots with the subclass's: a fast attribute layout, see pyvs.h2.stream.H2Stream)
+    __slots__ = ("block_limit", "closed", "conn_window", "decoder", "hcount", "hflags", "highest", "hparts",
+                 "hsid", "hsize", "max_frame", "max_list", "max_streams", "peer_frame", "peer_window",
+                 "preface_seen", "rbuf", "rpend", "rwin", "settings_acked", "settings_seen", "stream_half",
+                 "stream_window", "streams", "swin", "wq")
     streams: dict[int, H2Stream]
     closed: bool
 
@@ -310,11 +316,16 @@ class H2Codec:
 
     def _block(self, sid: int, flags: int, block: bytes) -> None:
         """A whole header block: a new request, trailers, or one to drop."""
-        try:
-            fields, size = self.decoder.decode(block)
-        except HpackError as exc:
-            raise H2Failure(COMPRESSION_ERROR, str(exc)) from None
-        end = bool(flags & END_STREAM)
+        dec = self.decoder
+        hit = dec.cache.get(block)  # (Decoder.decode's own first step, without the call)
+        if hit is not None and hit[0] == dec.gen:
+            fields, size = hit[1], hit[2]
+        else:
+            try:
+                fields, size = dec.decode(block)
+            except HpackError as exc:
+                raise H2Failure(COMPRESSION_ERROR, str(exc)) from None
+        end = flags & END_STREAM != 0
         if sid > self.highest:
             self.highest = sid
             if len(self.streams) >= self.max_streams:

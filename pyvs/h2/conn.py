@@ -57,6 +57,11 @@ SPARES = 128
 class H2ServerConnection(asyncio.Protocol, H2Codec):
     """Server side of one HTTP/2 client connection (see the module docstring)."""
 
+    # (slots: its ~50 attributes would otherwise live in a dict; see pyvs.h2.stream.H2Stream)
+    __slots__ = ("buffer_limit", "client_key", "deadline", "early_refused", "flush_pending", "goaway_sent", "guard",
+                 "last_sid", "loop", "lst", "max_body", "max_headers", "max_spares", "obs", "peer_goaway",
+                 "req_cache", "spares", "template", "tls", "traffic", "transport", "view_type", "worker",
+                 "write_blocked")
     # worker.drain tells the two kinds of client connection apart by this (an
     # H1Connection has its one exchange here).
     ex = None
@@ -123,15 +128,15 @@ class H2ServerConnection(asyncio.Protocol, H2Codec):
             self.reset_stream(sid, REFUSED_STREAM)  # after GOAWAY: the client retries elsewhere
             self.on_refused()
             return
-        self.worker.stats.h2_streams += 1
+        w = self.worker
+        w.stats.h2_streams += 1
         spares = self.spares
         if spares:
             st = spares.pop()
             st.reinit(sid, end)
         else:
             st = H2Stream(self, sid, end)
-        self.streams[sid] = st
-        self.worker.sweeper.add(st)
+        self.streams[sid] = st  # (it joins the sweeper when it first gets a deadline: H2Stream.deadline)
         self.deadline = 0.0
         st.start(fields, end, list_size > self.max_list)
 
@@ -263,7 +268,9 @@ class H2ServerConnection(asyncio.Protocol, H2Codec):
 
     def forget(self, st: H2Stream) -> None:
         """The stream is over on both sides (as far as pyvs is concerned)."""
-        self.worker.sweeper.discard(st)
+        if st.swept:
+            st.swept = False
+            self.worker.sweeper.discard(st)
         if self.streams.pop(st.sid, None) is None:
             return
         if st.unacked:  # body bytes held while reading was paused: the connection window gets them back

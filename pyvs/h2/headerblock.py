@@ -227,15 +227,17 @@ def encode(fields: Fields) -> bytes:
     return b"".join(parts)
 
 
-_HEADS: dict[bytes, bytes] = {}
+# Encoded response blocks by HTTP/1 head; public so that the hot path
+# (pyvs.h2.stream.H2Exchange.on_whole_response) looks a hit up without a call.
+HEAD_CACHE: dict[bytes, bytes] = {}
 
 
 def encode_head(block: bytes) -> bytes:
     """The HPACK block of an HTTP/1 response head, cached by the head's bytes."""
-    enc = _HEADS.get(block)
+    enc = HEAD_CACHE.get(block)
     if enc is None:
         enc = encode(response_fields(block))
-        if len(_HEADS) >= CACHE_MAX:
-            _HEADS.clear()
-        _HEADS[block] = enc
+        if len(HEAD_CACHE) >= CACHE_MAX:
+            HEAD_CACHE.clear()
+        HEAD_CACHE[block] = enc
     return enc

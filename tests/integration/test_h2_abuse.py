@@ -19,7 +19,7 @@ import hpack
 import pytest
 
 from pyvs.h2.headerblock import Decoder
-from tests.integration.harness import Backend, LoopThread, Pyvs, free_port
+from tests.integration.harness import Backend, LoopThread, Pyvs, curl, free_port, pattern
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, GOAWAY, WINDOW_UPDATE = 0, 1, 3, 4, 7, 8
@@ -311,3 +311,176 @@ def test_one_header_frame_is_bounded_like_a_block(tmp_path: Path, loop_thread: L
         c.close()
         p.stop()
         web.close()
+
+
+PING = 6
+PING_BATCH = 1000  # PINGs per write of the client below (17,000 bytes)
+UNREAD_CAP = 64 << 20  # bytes the non-reading client tries to push: far over any socket buffering
+
+
+def vm_rss(pid: int) -> int:
+    """Resident memory of a process, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_client_that_does_not_read_is_not_read(tmp_path: Path, loop_thread: LoopThread) -> None:
+    """CVE-2019-9517 (internal data buffering): a client keeps sending PINGs and
+    requests for large responses and never reads. Each asks for an answer (PING ACK,
+    HEADERS and DATA, RST_STREAM for a stream over the limit); once pyvs's writes to
+    it are blocked, pyvs stops reading it, so the answers wait in the client's own
+    socket, not in pyvs's memory. The flood limits are raised out of the way: they
+    bound the rate of such frames, not the bytes held. Meanwhile another client on
+    the same worker is served; when the client reads again, every PING is answered
+    and every stream completes."""
+    web = Backend(loop_thread, "web")
+    port = free_port()
+    cfg: dict[str, Any] = {
+        "listeners": [{"name": "h2c", "bind": [f"127.0.0.1:{port}"], "http2": True, "backend": "web",
+                       "http2_limits": {"max_control_frames": 100_000_000, "max_resets": 1_000_000,
+                                        "max_concurrent_streams": 16, "buffer": 65536}}],
+        "backends": [{"name": "web", "servers": [{"name": "w1", "address": web.address}]}],
+    }
+    p = Pyvs(cfg, tmp_path, workers=1)
+    sock = socket.socket()
+    try:
+        pid = p.status()["workers"][0]["pid"]
+        warm = curl("--http2-prior-knowledge", f"http://127.0.0.1:{port}/big?size=300000")
+        assert warm.returncode == 0 and len(warm.stdout) == 300000
+        rss_before = vm_rss(pid)
+
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (before connect: a small window)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", port))
+        enc = hpack.Encoder()
+        size = 300_000
+        # Windows wide open: only the socket holds the responses back. Our SETTINGS are
+        # acknowledged unread (a client that does not read cannot see them).
+        sock.sendall(PREFACE + settings(initial_window=1 << 30) + frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", 1 << 30))
+                     + frame(SETTINGS, 1, 0))
+        pings = b"".join(frame(PING, 0, 0, b"pyvs-ack") for _ in range(PING_BATCH))
+        sock.setblocking(False)
+        sent = batches = 0
+        sids: list[int] = []
+        pending = memoryview(b"")
+        stalled = False
+        while sent < UNREAD_CAP:
+            if not pending:
+                batches += 1
+                out = pings
+                if len(sids) < 64:  # a request for a large response with each of the first batches
+                    sids.append(2 * len(sids) + 1)
+                    block = enc.encode([(":method", "GET"), (":scheme", "http"), (":authority", "t"),
+                                        (":path", f"/big?size={size}")])
+                    out = frame(HEADERS, END_STREAM | END_HEADERS, sids[-1], block) + pings
+                pending = memoryview(out)
+            if not select.select([], [sock], [], 3.0)[1]:
+                stalled = True  # no room in 3 s: pyvs has stopped reading us
+                break
+            try:
+                n = sock.send(pending)
+            except BlockingIOError:
+                continue
+            sent += n
+            pending = pending[n:]
+        grown = vm_rss(pid) - rss_before
+        assert stalled, f"pyvs read all of {sent} bytes from a client that reads nothing"
+        assert grown < 24 << 20, f"worker memory grew by {grown} bytes for {sent} bytes unread"
+
+        other = curl("--http2-prior-knowledge", f"http://127.0.0.1:{port}/name")
+        assert other.returncode == 0 and other.stdout == b"web", other
+
+        # The client reads again: the rest of its last batch goes, everything is answered.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        acked = 0
+        bodies: dict[int, list[bytes]] = {}
+        finished: set[int] = set()
+        refused: set[int] = set()
+        buf = bytearray()
+        deadline = time.monotonic() + 60
+        last_sid = 2 * len(sids) + 1
+        while acked < batches * PING_BATCH or len(finished) + len(refused) < len(sids) or last_sid not in finished:
+            assert time.monotonic() < deadline, (acked, batches * PING_BATCH, len(finished), len(refused))
+            if not pending and acked == batches * PING_BATCH and len(finished) + len(refused) == len(sids):
+                block = enc.encode([(":method", "GET"), (":scheme", "http"), (":authority", "t"), (":path", "/name")])
+                pending = memoryview(frame(HEADERS, END_STREAM | END_HEADERS, last_sid, block))
+                sids.append(last_sid)
+            r, w, _ = select.select([sock], [sock] if pending else [], [], 10.0)
+            if w:
+                try:
+                    pending = pending[sock.send(pending):]
+                except BlockingIOError:
+                    pass
+            if not r:
+                continue
+            data = sock.recv(1 << 20)
+            assert data, "pyvs closed the connection"
+            buf += data
+            pos = 0
+            while len(buf) - pos >= 9:
+                n = int.from_bytes(buf[pos : pos + 3], "big")
+                if len(buf) - pos < 9 + n:
+                    break
+                ftype, flags = buf[pos + 3], buf[pos + 4]
+                sid = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
+                payload = bytes(buf[pos + 9 : pos + 9 + n])
+                pos += 9 + n
+                assert ftype != GOAWAY, payload
+                if ftype == PING:
+                    assert flags == 1 and payload == b"pyvs-ack"
+                    acked += 1
+                elif ftype == DATA:
+                    bodies.setdefault(sid, []).append(payload)
+                    if flags & END_STREAM:
+                        finished.add(sid)
+                elif ftype == RST_STREAM:
+                    assert struct.unpack(">L", payload)[0] == 7, (sid, payload)  # REFUSED_STREAM
+                    refused.add(sid)
+            del buf[:pos]
+        assert acked == batches * PING_BATCH
+        assert len(finished) >= 16 and not finished & refused
+        big = pattern(size)
+        for sid in finished - {last_sid}:
+            assert b"".join(bodies[sid]) == big, sid
+        assert b"".join(bodies[last_sid]) == b"web"
+    finally:
+        sock.close()
+        p.stop()
+        web.close()
+
+
+def test_an_upload_that_stops_is_timed_out_and_answered_ones_are_not(tmp_path: Path, loop_thread: LoopThread) -> None:
+    """A stream joins the worker's timeout sweep only when it first gets a deadline
+    (pyvs/h2/stream.py H2Stream.deadline): a request body that stops coming must still
+    end after the client timeout (408 or a reset), and streams answered at once on
+    the same connection must leave no timer that later touches the connection."""
+    web = Backend(loop_thread, "web")
+    port = free_port()
+    cfg: dict[str, Any] = {
+        "listeners": [{"name": "h2c", "bind": [f"127.0.0.1:{port}"], "http2": True, "backend": "web",
+                       "timeouts": {"client": "1s"}}],
+        "backends": [{"name": "web", "servers": [{"name": "w1", "address": web.address}]}],
+    }
+    p = Pyvs(cfg, tmp_path, workers=1)
+    c = Raw(port)
+    try:
+        c.send(*(c.request(sid, "/name") for sid in range(1, 41, 2)))
+        c.read(lambda fr: all(ended(sid)(fr) for sid in range(1, 41, 2)))
+        c.send(c.request(41, "/upload", method="POST", end=False, extra=(("content-length", "1000"),)),
+               frame(DATA, 0, 41, b"x" * 10))
+        started = time.monotonic()
+        got = c.read(lambda fr: ended(41)(fr) or any(f[0] == RST_STREAM and f[2] == 41 for f in fr), timeout=15)
+        assert time.monotonic() - started >= 0.9  # the client timeout, not at once
+        assert not [f for f in got if f[0] in (GOAWAY, -1)]
+        heads = [f[3] for f in got if f[0] == HEADERS and f[2] == 41]
+        assert not heads or heads[0][b":status"] == b"408", heads
+        c.send(c.request(43, "/name"))  # the connection is still good
+        assert body(c.read(ended(43)), 43) == b"web"
+    finally:
+        c.close()
+        p.stop()
+        web.close()
+    assert "Traceback" not in p.log.read_text()
