@@ -155,6 +155,16 @@ def leave_client(lst: ListenerRuntime, key: str) -> None:
 class H1Connection(asyncio.Protocol):
     """Server side of one HTTP/1 client connection (the exchange's downstream)."""
 
+    # Slots: CPython 3.11 keeps up to 29 attributes of a plain object in its fast
+    # layout; this class has 29, and the 30th would have moved every attribute of every
+    # request into a dict (+1,449 instructions per request, bench/micro.py). Slots have
+    # no such cliff, and each access is a little cheaper. A subclass without slots of
+    # its own (TlsConnection, pyvs.h2.detect's) gets a dict for what it adds.
+    __slots__ = ("batch", "client_key", "client_write_blocked", "close_after", "closed", "conn_cap", "deadline",
+                 "ended_head", "ex", "idle_wait", "inbuf", "loop", "lst", "max_body", "max_headers", "obs",
+                 "phase", "reading_paused", "req_ended", "req_framer", "resp_by_close", "resp_encoded",
+                 "resp_until_close", "traffic", "transport", "tunnel_eofs", "up_write_blocked", "wbuf", "worker")
+
     # The TLS facts of a TLS connection (pyvs.tls.conn.TlsConnection sets it); a class
     # attribute, so a plain connection carries nothing for it.
     tls: TlsFacts | None = None
