@@ -103,6 +103,8 @@ def render(status: dict[str, Any], extra: str = "") -> str:
     _accel(out, status.get("caches") or {}, status.get("compression") or {})
     if status.get("tls"):
         _tls(out, status["tls"])
+    if status.get("dns"):
+        _dns(out, status["dns"])
     text = "\n".join(out.lines) + "\n"
     return text + extra if extra else text
 
@@ -173,6 +175,51 @@ def _tls(out: _Out, tls: dict[str, Any]) -> None:
     if tls.get("ticket_helper") is not None:
         out.family("pyvs_tls_ticket_helper", "gauge", "1 when pyvs's rotating ticket keys (the C helper) are in use.")
         out.add("pyvs_tls_ticket_helper", "", 1 if tls["ticket_helper"] else 0)
+
+
+_DNS_COUNTERS = (("truncated", "UDP answers sent truncated (TC set): too large for the client's UDP size."),
+                 ("malformed", "Queries dnspython could not parse (answered FORMERR when a header was there)."),
+                 ("dropped", "Queries not answered: responses, broken EDNS, less than a header."),
+                 ("slow", "Queries answered through dnspython's parser (ECS, other opcodes, malformed)."),
+                 ("rebuilds", "Answer table rebuilds (start, health and site changes), summed over workers."))
+_DNS_NAMES = {"slow": "slow_path", "rebuilds": "answer_rebuilds"}
+
+
+def _dns(out: _Out, dns: dict[str, Any]) -> None:
+    """The DNS responder's counters per dns listener, summed over the workers (pyvs/dns/stats.py)."""
+    rows = [(f'listener="{_esc(name)}"', v) for name, v in (dns.get("listeners") or {}).items()]
+    out.family("pyvs_dns_queries_total", "counter", "DNS queries received, per listener and transport.")
+    for labels, v in rows:
+        for transport in ("udp", "tcp"):
+            out.add("pyvs_dns_queries_total", f'{labels},transport="{transport}"', int(v.get(transport, 0)))
+    out.family("pyvs_dns_answers_total", "counter", "DNS answers sent, per listener and response code.")
+    for labels, v in rows:
+        for rcode, n in (v.get("rcodes") or {}).items():
+            out.add("pyvs_dns_answers_total", f'{labels},rcode="{_esc(rcode)}"', int(n))
+    out.family("pyvs_dns_answers_by_qtype_total", "counter", "DNS answers sent, per listener and question type.")
+    for labels, v in rows:
+        for qtype, n in (v.get("qtypes") or {}).items():
+            out.add("pyvs_dns_answers_by_qtype_total", f'{labels},qtype="{_esc(qtype)}"', int(n))
+    for key, help_text in _DNS_COUNTERS:
+        name = f"pyvs_dns_{_DNS_NAMES.get(key, key)}_total"
+        out.family(name, "counter", help_text)
+        for labels, v in rows:
+            out.add(name, labels, int(v.get(key, 0)))
+    out.family("pyvs_dns_answers_precomputed", "gauge", "Answers precomputed for the configured names.")
+    for labels, v in rows:
+        out.add("pyvs_dns_answers_precomputed", labels, int(v.get("precomputed", 0)))
+    sites = [(f'{labels},site="{_esc(site)}"', s) for labels, v in rows for site, s in (v.get("sites") or {}).items()]
+    if sites:
+        out.family("pyvs_dns_site_polls_total", "counter", "Polls of a remote GSLB site's status, summed over workers.")
+        for labels, s in sites:
+            out.add("pyvs_dns_site_polls_total", labels, int(s.get("polls", 0)))
+        out.family("pyvs_dns_site_poll_failures_total", "counter",
+                   "Polls of a remote GSLB site that got no usable answer, summed over workers.")
+        for labels, s in sites:
+            out.add("pyvs_dns_site_poll_failures_total", labels, int(s.get("failed", 0)))
+        out.family("pyvs_dns_site_up", "gauge", "1 when every worker sees the remote GSLB site up.")
+        for labels, s in sites:
+            out.add("pyvs_dns_site_up", labels, 1 if s.get("up") else 0)
 
 
 def _backends(out: _Out, backends: list[dict[str, Any]], traffic: dict[str, list[float]]) -> None:

@@ -40,6 +40,7 @@ import dns.rrset
 
 from pyvs.config.dns_schema import DnsOptions, DnsRecord, GslbSite
 from pyvs.dns.policy import HealthView, LastGood, fixed, pool_choice, sites_choice
+from pyvs.dns.stats import answer_slot
 from pyvs.dns.zone import Zone, Zones
 
 A, AAAA, CNAME, ANY = dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.CNAME, dns.rdatatype.ANY
@@ -62,6 +63,7 @@ class Variants:
     cum: list[float] | None = None
     counter: int = 0
     regional: bool = False
+    stat: int = 0  # the responder's counter slot of this answer (rcode, qtype): pyvs/dns/stats.py
 
     def pick(self, rng: random.Random) -> int:
         n = len(self.wires)
@@ -178,7 +180,8 @@ class Answers:
             for w in p.weights:
                 total += w
                 cum.append(total)
-        return Variants(p.rcode, p.aa, wires, p.sections, p.mode, cum, regional=p.regional)
+        return Variants(p.rcode, p.aa, wires, p.sections, p.mode, cum, regional=p.regional,
+                        stat=answer_slot(p.rcode, qtype))
 
     # ------------------------------------------------------------ resolution
     def partial(self, qname: dns.name.Name, qtype: int, region: int, depth: int = 0) -> Partial:

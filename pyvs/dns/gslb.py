@@ -49,6 +49,7 @@ class SiteState:
         self.up = True
         self.failures = 0
         self.polls = 0
+        self.failed_polls = 0  # polls that got no usable answer, ever (``failures``: in a row)
         self.last_up_count: int | None = None
         self.last_error = ""
 
@@ -57,6 +58,8 @@ class SiteState:
         self.polls += 1
         self.last_up_count = up_count
         self.last_error = error
+        if up_count is None:
+            self.failed_polls += 1
         good = up_count is not None and up_count >= self.site.min_up
         before = self.up
         if good:

@@ -48,6 +48,7 @@ from pyvs.dns.answers import Answers
 from pyvs.dns.gslb import RemoteSites
 from pyvs.dns.policy import HealthView, ServerView, server_view, site_is_up
 from pyvs.dns.regions import RegionMap
+from pyvs.dns.stats import ANSWER_SLOTS, answer_slot
 from pyvs.dns.wire import finish, scan
 from pyvs.dns.zone import Zones
 
@@ -104,6 +105,10 @@ class DnsService:
         self.slow = 0
         self.truncated = 0
         self.malformed = 0
+        # Counters of pyvs/dns/stats.py: one list slot per (rcode, qtype), filled per answer.
+        self.tcp_queries = 0
+        self.dropped = 0
+        self.answered = [0] * ANSWER_SLOTS
         self._pending = False
 
     def changed(self) -> None:
@@ -132,6 +137,7 @@ class DnsService:
         v = per[0] if len(per) == 1 else entry.for_region(self.regions.region_of(source))
         wires = v.wires
         wire = wires[v.pick(self.rng) if len(wires) > 1 else 0][edns]
+        self.answered[v.stat] += 1  # (rcode, qtype) slot precomputed with the answer
         if tcp:
             limit = MAX_TCP_MESSAGE
         elif edns:
@@ -148,28 +154,35 @@ class DnsService:
         try:
             query = dns.message.from_wire(data)
         except dns.message.BadEDNS:
+            self.dropped += 1
             return None
         except dns.exception.DNSException:
             self.malformed += 1
-            return _formerr(data)
+            err = _formerr(data)
+            if err is None:
+                self.dropped += 1
+            else:
+                self.answered[answer_slot(dns.rcode.FORMERR, None)] += 1
+            return err
         if query.flags & dns.flags.QR:
+            self.dropped += 1
             return None
         resp = dns.message.make_response(query, our_payload=self.payload)
         resp.flags &= ~dns.flags.RA
         if query.edns > 0:
             resp.use_edns(0, payload=self.payload)
             resp.set_rcode(dns.rcode.BADVERS)
-            return resp.to_wire()
+            return self._sent(resp, resp.to_wire())
         if query.opcode() != dns.opcode.QUERY:
             resp.set_rcode(dns.rcode.NOTIMP)
-            return resp.to_wire()
+            return self._sent(resp, resp.to_wire())
         if len(query.question) != 1:
             resp.set_rcode(dns.rcode.FORMERR)
-            return resp.to_wire()
+            return self._sent(resp, resp.to_wire())
         question = query.question[0]
         if question.rdclass != dns.rdataclass.IN:
             resp.set_rcode(dns.rcode.REFUSED)
-            return resp.to_wire()
+            return self._sent(resp, resp.to_wire())
         ecs = next((o for o in query.options if isinstance(o, dns.edns.ECSOption)), None)
         if ecs is not None:
             region = self.regions.region_of_subnet(ecs.address, ecs.srclen)
@@ -194,13 +207,19 @@ class DnsService:
         else:
             limit = 512
         try:
-            return resp.to_wire(max_size=limit, want_shuffle=False)
+            return self._sent(resp, resp.to_wire(max_size=limit, want_shuffle=False))
         except dns.exception.TooBig:
             self.truncated += 1
             resp.answer.clear()
             resp.authority.clear()
             resp.flags |= dns.flags.TC
-            return resp.to_wire()
+            return self._sent(resp, resp.to_wire())
+
+    def _sent(self, resp: dns.message.Message, wire: bytes) -> bytes:
+        """Count a slow-path answer by rcode and question type (pyvs/dns/stats.py)."""
+        q = resp.question
+        self.answered[answer_slot(resp.rcode(), q[0].rdtype if len(q) == 1 else None)] += 1
+        return wire
 
     def statistics(self) -> dict[str, Any]:
         return {"name": self.cfg.name, "queries": self.queries, "slow": self.slow, "truncated": self.truncated,
@@ -281,6 +300,7 @@ class TcpConnection(asyncio.Protocol):
             n = (buf[0] << 8) | buf[1]
             if len(buf) < 2 + n:
                 break
+            self.service.tcp_queries += 1  # (UDP is queries - tcp_queries: its path pays nothing)
             resp = self.service.answer(buf[2:2 + n], self.peer, True)
             buf = buf[2 + n:]
             if resp is not None:

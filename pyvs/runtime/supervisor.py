@@ -54,6 +54,8 @@ from typing import Any
 
 from pyvs.accel import aggregate as accel_aggregate
 from pyvs.config.schema import Config, parse_address
+from pyvs.dns.stats import aggregate as dns_aggregate
+from pyvs.dns.stats import worker_row as dns_worker_row
 from pyvs.l4.kernel import start_kernel_dataplanes
 from pyvs.logs.access import forward_reopen
 from pyvs.logs.pageviews import merge_report
@@ -636,6 +638,7 @@ class Supervisor(Generations):
                     "connections": h.report.get("connections", 0),
                     **({"cache_hits": sum(c.get("hits", 0) for c in h.report["accel"]["caches"].values())}
                        if h.report.get("accel", {}).get("caches") else {}),
+                    **dns_worker_row(h.report),  # "dns_queries" with dns listeners (pyvs/dns/stats.py)
                 }
                 for h in self.workers.values()
             ],
@@ -646,6 +649,8 @@ class Supervisor(Generations):
             **agg,
             **accel_aggregate(reports),  # "caches", "compression" (pyvs/accel)
             **tls_aggregate(reports, self.cfg.listeners),  # "tls" with TLS listeners (pyvs/tls/stats.py)
+            **dns_aggregate(reports, [h.report for h in self.workers.values() if h.report],
+                            self.cfg.listeners),  # "dns" with dns listeners (pyvs/dns/stats.py)
             "vrrp": self.vrrp_status(),
             "kernel": self.kernel.statistics() if self.kernel is not None else [],
             "persistence": self.persist.statistics() if self.persist is not None else None,

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from pyvs.accel import report as accel_report
 from pyvs.config.schema import Config
 from pyvs.dns import start_dns
+from pyvs.dns.stats import report as dns_report
 from pyvs.h2.settings import serves_h2
 from pyvs.l4.runtime import L4Runtime
 from pyvs.l7.h1conn import H1Connection
@@ -198,6 +199,7 @@ class WorkerRuntime:
             "pageviews": self.pageviews.take() if self.pageviews is not None else None,
             "accel": accel_report(self.cfg),  # cache and compression counters ({} without them)
             "tls": tls_report(self.listeners),  # handshakes, failures... per TLS listener (None without any)
+            "dns": dns_report(self.dns),  # queries, rcodes, qtypes... per dns listener (None without any)
         }
 
     async def drain(self, grace: float) -> None:
