@@ -205,11 +205,13 @@ class Compression(Filter):
         for cc in _CACHE_CONTROL.findall(block):
             if _NO_TRANSFORM.search(cc):
                 return False
+        m = _CONTENT_TYPE.search(block)
+        ctype = m.group(1).split(b";", 1)[0].strip().lower() if m is not None else None
+        if ctype is not None and ctype.startswith(b"application/grpc"):
+            return False  # gRPC compresses its messages itself (grpc-encoding); its clients decode no HTTP coding
         if not self.any_type:
-            m = _CONTENT_TYPE.search(block)
-            if m is None:
+            if ctype is None:
                 return False
-            ctype = m.group(1).split(b";", 1)[0].strip().lower()
             if ctype not in self.types and not ctype.startswith(self.prefixes):
                 return False
         return True

@@ -378,7 +378,11 @@ class H2UpstreamStream(UpstreamConn):
             self.owner = None
             self.sweeper.discard(self)
             conn = self.conn
-            if conn is not None and self.sid and not self.ended:
+            # Reset unless both sides are over: a server may answer before the whole
+            # request body is sent (a 401 to an upload); left half-open, the stream
+            # would hold one of the server's concurrent-stream slots for good.
+            if conn is not None and self.sid and (not self.ended or self.remaining or self.out or self.chunked_out
+                                                   or self.req_framer is not None):
                 conn.reset(self.sid, CANCEL)
             self._forget()
 
@@ -392,7 +396,16 @@ class H2UpstreamStream(UpstreamConn):
     def _forget(self) -> None:
         conn = self.conn
         if conn is not None and self.sid:
+            if self.unacked:
+                # DATA held unacknowledged while the client was slow: it goes back to the
+                # connection's window, else each abandoned stream would shrink it for good
+                # until no response could flow on this connection.
+                conn.ack(self.sid, self.unacked)
+                self.unacked = 0
+                conn.flush()
             conn.streams.pop(self.sid, None)
+            if conn.goaway and not conn.streams and not conn.closed:
+                conn._close(None)  # the server said GOAWAY and its last stream is over
 
 
 class H2ClientConnection(asyncio.Protocol):

@@ -43,7 +43,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from pyvs.http.h1 import CHUNKED, RequestHead, ResponseHead, strip_hop_fields
+from pyvs.http.h1 import CHUNKED, NO_BODY, RequestHead, ResponseHead, strip_hop_fields
 from pyvs.l7.context import VARIABLES, real_client
 from pyvs.l7.downstream import Departed, ignore
 from pyvs.l7.filters.base import BodyStage, Reply, Verdict, drop_length
@@ -426,6 +426,11 @@ class Exchange(UpstreamLeg):
             rh.raw_ok = False
         rh.block = drop_length(rh.block)
         framing = rh.framing
+        if framing == NO_BODY and rh.status in (204, 304):
+            # Nothing may follow these (RFC 9110 6.4.1): presented as they are, no
+            # chunked framing and no last-chunk; the stages (the cache's recorder) see the end.
+            self.down.present(self, rh)
+            return STAGED_CLOSE
         rh.framing = CHUNKED
         try:
             mode = self.down.present(self, rh)

@@ -21,6 +21,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 import pytest
 
 from tests.integration.harness import LoopThread, Pyvs, free_port
@@ -33,16 +34,20 @@ class H2cOrigin:
     """Answers every GET with BODY (text/html, or image/png under ``/img``) in DATA frames
     as the client's windows allow, then trailers; ``/cached`` responses may be stored."""
 
-    def __init__(self, lt: LoopThread) -> None:
+    def __init__(self, lt: LoopThread, max_streams: int | None = None) -> None:
         self.requests = 0
+        self.max_streams = max_streams
         self.server = lt.run(asyncio.start_server(self.serve, "127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
 
     async def serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
         conn.initiate_connection()
+        if self.max_streams is not None:
+            conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams})
         w.write(conn.data_to_send())
-        pending: dict[int, int] = {}  # stream -> bytes of BODY sent so far
+        pending: dict[int, int] = {}  # stream -> bytes of its body sent so far
+        bodies: dict[int, bytes] = {}
         try:
             while data := await r.read(65536):
                 try:
@@ -50,9 +55,20 @@ class H2cOrigin:
                 except h2.exceptions.ProtocolError:
                     break
                 for ev in events:
-                    if isinstance(ev, h2.events.RequestReceived):
+                    if isinstance(ev, h2.events.DataReceived):  # (request bodies: taken, window given back)
+                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, h2.events.RequestReceived):
                         self.requests += 1
                         path = dict(ev.headers)[":path"]
+                        if path.startswith("/upload"):  # answered before the body is in (HTTP/2 allows it)
+                            conn.send_headers(ev.stream_id, [(":status", "401"), ("content-length", "0")],
+                                              end_stream=True)
+                            continue
+                        if path.endswith("/c204"):
+                            conn.send_headers(ev.stream_id, [(":status", "204"),
+                                                             ("cache-control", "public, max-age=60")], end_stream=True)
+                            continue
+                        bodies[ev.stream_id] = BODY
                         ctype = "image/png" if path.startswith("/img") else "text/html"
                         cc = "public, max-age=60" if path.startswith("/cached") else "no-store"
                         conn.send_headers(ev.stream_id, [(":status", "200"), ("content-type", ctype),
@@ -61,16 +77,16 @@ class H2cOrigin:
                     elif isinstance(ev, h2.events.StreamReset):
                         pending.pop(ev.stream_id, None)
                 for sid in list(pending):
-                    sent = pending[sid]
-                    while sent < len(BODY):
+                    sent, body = pending[sid], bodies[sid]
+                    while sent < len(body):
                         room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size, 40_000,
-                                   len(BODY) - sent)
+                                   len(body) - sent)
                         if room <= 0:
                             break  # the client's WINDOW_UPDATE brings us back here
-                        conn.send_data(sid, BODY[sent:sent + room])
+                        conn.send_data(sid, body[sent:sent + room])
                         sent += room
                     pending[sid] = sent
-                    if sent == len(BODY):
+                    if sent == len(body):
                         conn.send_headers(sid, H2_TRAILERS, end_stream=True)
                         del pending[sid]
                 w.write(conn.data_to_send())
@@ -158,3 +174,55 @@ def test_bodiless_requests_on_a_pooled_connection_leave_at_once(port: int) -> No
     for _ in range(5):  # new client connections, two workers: each reuses its pooled one
         _, body, _, _ = raw11(port, "/img", "identity")
         assert body == BODY
+
+
+# ------------------------------------------------ one worker, one pooled server connection
+def _one(loop_thread: LoopThread, tmp_path: Any, max_streams: int) -> Iterator[tuple[int, H2cOrigin]]:
+    origin = H2cOrigin(loop_thread, max_streams=max_streams)
+    port = free_port()
+    cfg: dict[str, Any] = {
+        "listeners": [{
+            "name": "web", "bind": [f"127.0.0.1:{port}"],
+            "routes": [{"match": {"path_prefix": "/cached"}, "backend": "be", "cache": {"size": "8m"}},
+                       {"backend": "be"}],
+        }],
+        "backends": [{"name": "be", "timeouts": {"server": "20s"},
+                      "servers": [{"name": "s1", "address": origin.address, "proto": "h2c"}]}],
+    }
+    p = Pyvs(cfg, tmp_path, workers=1)
+    yield port, origin
+    p.stop()
+    origin.close()
+
+
+@pytest.fixture()
+def one(loop_thread: LoopThread, tmp_path: Any) -> Iterator[tuple[int, H2cOrigin]]:
+    yield from _one(loop_thread, tmp_path, 10)
+
+
+def test_uploads_answered_early_do_not_pin_the_servers_streams(one: tuple[int, H2cOrigin]) -> None:
+    """The server answers 401 before the upload is in: pyvs must reset its half of the
+    stream, or each such stream keeps one of the server's 10 concurrent streams."""
+    port, _ = one
+    for _ in range(14):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+            head = s.recv(65536)
+            assert head.startswith(b"HTTP/1.1 401"), head[:80]
+    _, body, _, _ = raw11(port, "/page", "identity")
+    assert body == BODY
+
+
+def test_a_stored_204_has_no_body_framing(one: tuple[int, H2cOrigin]) -> None:
+    """A cacheable 204 through a cache route (the response is staged for the recorder):
+    no Transfer-Encoding and no last-chunk after it, the keep-alive connection stays in step."""
+    port, _ = one
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        req = b"GET /cached/c204 HTTP/1.1\r\nHost: t\r\n\r\n"
+        s.sendall(req + req + b"GET /cached/c204 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        data = read_all(s)
+    heads = data.split(b"\r\n\r\n")
+    assert heads[-1] == b"" and len(heads) == 4, data  # three heads and nothing else
+    for h in heads[:3]:
+        assert h.startswith(b"HTTP/1.1 204") and b"transfer-encoding" not in h.lower(), h
+    assert b"x-cache: hit" in heads[2].lower()

@@ -1,4 +1,7 @@
-"""Counters in /status do not fall back while the old workers drain after a reload.
+"""Reload edge cases: counters in /status do not fall back while the old workers drain,
+and a worker that dies during a failed reload is restarted.
+
+Counters:
 
 /status sums the current workers' reports and those of workers a reload retired. A
 retired worker still draining (a slow response keeps it) used to be in neither sum
@@ -11,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +81,59 @@ def test_counters_hold_while_the_old_generation_drains(tmp_path: Path, loop_thre
 
 async def _set(ev: asyncio.Event) -> None:
     ev.set()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[1] == str(pid):
+                        out.append(int(d))
+            except (OSError, IndexError):
+                pass
+    return out
+
+
+def test_an_old_worker_that_dies_during_a_failed_reload_is_restarted(tmp_path: Path,
+                                                                      loop_thread: LoopThread) -> None:
+    """Worker 0 of the running generation crashes while a reload runs, and the reload then
+    fails (a new worker dies before it is ready): the old generation is back in charge and
+    must restart its worker 0, which it used to leave dead (/status: pid 0, one process)."""
+    async def origin(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        async for _ in heads(r):
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await w.drain()
+
+    backend = RawBackend(loop_thread, origin)
+    port = free_port()
+    cfg: dict[str, Any] = {
+        "global": {"grace": "5s"},
+        "listeners": [{"name": "web", "bind": [f"127.0.0.1:{port}"], "backend": "be"}],
+        "backends": [{"name": "be", "servers": [{"name": "s1", "address": backend.address}]}],
+    }
+    p = Pyvs(cfg, tmp_path, workers=2)
+    try:
+        st = p.wait_status(lambda s: all(w["ready"] for w in s["workers"]))
+        old = [w["pid"] for w in st["workers"]]
+        p.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        new: list[int] = []
+        while not new:  # the new generation's first process (no event to wait on: /proc is polled)
+            assert time.monotonic() < deadline, "no new worker appeared"
+            new = [c for c in _children(p.proc.pid) if c not in old]
+        os.kill(old[0], signal.SIGKILL)  # an old worker crashes during the reload
+        os.kill(new[0], signal.SIGKILL)  # a new one dies before it is ready: the reload fails
+        st = p.wait_status(lambda s: s["last_reload"] is not None and not s["last_reload"]["ok"]
+                           and all(w["pid"] and w["ready"] for w in s["workers"]), timeout=20)
+        assert st["generation"] == 0 and len(st["workers"]) == 2
+        assert old[0] not in {w["pid"] for w in st["workers"]}  # restarted, not the dead one
+        for _ in range(4):  # and serving
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            c.request("GET", "/")
+            assert c.getresponse().read() == b"ok"
+            c.close()
+    finally:
+        p.stop()
+        backend.close()

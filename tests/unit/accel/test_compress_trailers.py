@@ -75,6 +75,19 @@ def test_a_compressed_head_loses_its_digests_an_uncompressed_one_keeps_them() ->
     assert not ex.staged and b"Content-Digest: sha-256=:AAAA:\r\n" in rh.block and b"Content-MD5" in rh.block
 
 
+@pytest.mark.parametrize("types", [["*"], ["application/*"], ["application/grpc"]])
+def test_grpc_is_never_compressed(types: list[str]) -> None:
+    """gRPC compresses its messages itself (grpc-encoding) and its clients decode no HTTP
+    coding: even a route that compresses every type leaves it alone."""
+    f = Compression(Compress(algorithms=["gzip"], types=types))
+    for ctype in (b"application/grpc", b"application/grpc+proto", b"Application/GRPC; charset=x"):
+        rh = parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Type: " + ctype + b"\r\n"
+                                 b"Transfer-Encoding: chunked\r\n\r\n", head_request=False)
+        assert not f.eligible(b"POST", rh)
+    rh = parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n", head_request=False)
+    assert f.eligible(b"POST", rh) == (types != ["application/grpc"])
+
 # ---------------------------------------------------------------- through the exchange
 CFG = """
 listeners:
