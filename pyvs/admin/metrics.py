@@ -219,7 +219,8 @@ def _dns(out: _Out, dns: dict[str, Any]) -> None:
             out.add("pyvs_dns_site_poll_failures_total", labels, int(s.get("failed", 0)))
         out.family("pyvs_dns_site_up", "gauge", "1 when every worker sees the remote GSLB site up.")
         for labels, s in sites:
-            out.add("pyvs_dns_site_up", labels, 1 if s.get("up") else 0)
+            if s.get("up") is not None:  # (None: no worker has said yet, as just after a reload)
+                out.add("pyvs_dns_site_up", labels, 1 if s["up"] else 0)
 
 
 def _backends(out: _Out, backends: list[dict[str, Any]], traffic: dict[str, list[float]]) -> None:

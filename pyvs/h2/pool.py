@@ -50,11 +50,15 @@ class H2Pool:
         bind the stream to it: the exchange's ``upstream_ready`` runs from here."""
         assert isinstance(st, H2UpstreamStream)
         conn = self.conn
-        if conn is None or conn.full():
+        while conn is None or conn.full():
             task = self.connecting
             if task is None:
                 task = self.connecting = self.worker.loop.create_task(self._connect())
             conn = await asyncio.shield(task)
+            if st.owner is None or st.closed:
+                return
+            # Woken with every other stream that waited for this connect: those bound
+            # before us may have filled it (a server with a small stream limit).
         if st.owner is not None and not st.closed:
             st.bind(conn)
 
@@ -74,7 +78,14 @@ class H2Pool:
         finally:
             self.connecting = None
         assert isinstance(proto, H2ClientConnection)
+        old = self.conn
         self.conn = proto
+        if old is not None and old is not proto:
+            # Replaced (its stream limit was reached): it takes no new stream, and closes
+            # with its last one (H2UpstreamStream._forget), now if it has none.
+            old.goaway = True
+            if not old.streams and not old.pending:
+                old._close(None)
         return proto
 
     def close(self) -> None:

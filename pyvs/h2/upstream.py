@@ -132,6 +132,7 @@ class H2UpstreamStream(UpstreamConn):
 
     def bind(self, conn: H2ClientConnection) -> None:
         self.conn = conn
+        conn.pending.add(self)
         self.transport = StreamTransport(self)
         self.sweeper.add(self)
         if self.owner is not None:
@@ -395,6 +396,8 @@ class H2UpstreamStream(UpstreamConn):
 
     def _forget(self) -> None:
         conn = self.conn
+        if conn is not None:
+            conn.pending.discard(self)
         if conn is not None and self.sid:
             if self.unacked:
                 # DATA held unacknowledged while the client was slow: it goes back to the
@@ -404,7 +407,7 @@ class H2UpstreamStream(UpstreamConn):
                 self.unacked = 0
                 conn.flush()
             conn.streams.pop(self.sid, None)
-            if conn.goaway and not conn.streams and not conn.closed:
+            if conn.goaway and not conn.streams and not conn.pending and not conn.closed:
                 conn._close(None)  # the server said GOAWAY and its last stream is over
 
 
@@ -420,6 +423,10 @@ class H2ClientConnection(asyncio.Protocol):
         c.local_settings = h2.settings.Settings(client=True, initial_values={
             _S.ENABLE_PUSH: 0, _S.INITIAL_WINDOW_SIZE: STREAM_WINDOW, _S.MAX_CONCURRENT_STREAMS: 100})
         self.streams: dict[int, H2UpstreamStream] = {}
+        # Streams bound to this connection whose HEADERS have not left yet: they count
+        # against the server's stream limit already (full), or waiters woken by the
+        # same connect would all take it and the extra ones fail.
+        self.pending: set[H2UpstreamStream] = set()
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.goaway = False
@@ -433,10 +440,12 @@ class H2ClientConnection(asyncio.Protocol):
         self.flush()
 
     def full(self) -> bool:
-        return self.closed or self.goaway or len(self.streams) >= self.h2.remote_settings.max_concurrent_streams
+        return (self.closed or self.goaway
+                or len(self.streams) + len(self.pending) >= self.h2.remote_settings.max_concurrent_streams)
 
     def open(self, st: H2UpstreamStream, fields: list[tuple[bytes, bytes]], end: bool) -> int:
         c = self.h2
+        self.pending.discard(st)
         sid = c.get_next_available_stream_id()
         c.send_headers(sid, fields, end_stream=end)
         self.streams[sid] = st

@@ -426,10 +426,15 @@ class Exchange(UpstreamLeg):
             rh.raw_ok = False
         rh.block = drop_length(rh.block)
         framing = rh.framing
-        if framing == NO_BODY and rh.status in (204, 304):
-            # Nothing may follow these (RFC 9110 6.4.1): presented as they are, no
-            # chunked framing and no last-chunk; the stages (the cache's recorder) see the end.
-            self.down.present(self, rh)
+        if rh.status in (204, 304):
+            # Nothing may follow these (RFC 9110 6.4.1), whatever the server's framing (a
+            # stored 204 answering for a 503 under stale-if-error): no chunked framing and no
+            # last-chunk; what the server sends is still read by its own framing, and dropped.
+            rh.framing = NO_BODY
+            try:
+                self.down.present(self, rh)
+            finally:
+                rh.framing = framing
             return STAGED_CLOSE
         rh.framing = CHUNKED
         try:

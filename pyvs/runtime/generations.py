@@ -52,7 +52,6 @@ class Generations:
     generation: int
     reloads: int
     retiring: list[WorkerHandle]
-    retired_reports: list[dict[str, Any]]
     stopping: bool
     running: bool
     last_reload: dict[str, Any] | None
@@ -160,14 +159,15 @@ class Generations:
                 if h.pid:
                     self.retiring.append(h)
                     os.kill(h.pid, signal.SIGTERM)
-            for h in list(old_workers.values()):
-                if not h.pid and not self.stopping:
-                    # Died while the reload ran: its exit was not ours to handle then
-                    # (the new generation held its slot). Back in charge: restart it.
-                    self._watch(self.spawn(h.index))
             await carry.carry_health(self.health, old)
             self._spawn_task(self._release_zones(new_workers))
             self.persist = await carry.carry_persist(self.persist, new, old, self.broadcast)
+            for h in list(old_workers.values()):
+                if not h.pid and not self.stopping and self.workers.get(h.index) is h:
+                    # Died while the reload ran: its exit was not ours to handle then
+                    # (the new generation held its slot). Back in charge (health and
+                    # stick tables restored first, for its "ready"): restart it.
+                    self._watch(self.spawn(h.index))
             for addr in set(self.slots.by_addr) - before:
                 self.slots.remove(addr)
             return refused(failure or "pyvs is stopping")
@@ -176,8 +176,6 @@ class Generations:
         old_handles = [h for h in old_workers.values() if h.pid]
         for h in old_workers.values():
             h.retired = True
-            if not h.pid and h.channel_closed and h.report:  # died during the reload: keep its counts
-                self.retired_reports.append(h.report)
         self.retiring.extend(old_handles)
         self.reload_old = []
         for h in old_handles:

@@ -114,7 +114,7 @@ class Supervisor(Generations):
         self.slots = SlotSockets(self.nworkers)  # listening TCP sockets, one per address and worker slot
         self.retiring: list[WorkerHandle] = []  # old generations, draining after a reload
         self.reload_old: list[WorkerHandle] = []  # the generation a reload in progress replaces
-        self.retired_reports: list[dict[str, Any]] = []  # last counters of retired workers
+        self.retired_reports: list[dict[str, Any]] = []  # last counters of workers gone (retired, crashed)
         self.generation = 0
         self.reloads = 0
         self.last_reload: dict[str, Any] | None = None
@@ -533,7 +533,7 @@ class Supervisor(Generations):
         finally:
             writer.close()
             h.channel_closed = True
-            if h.retired and h.report:
+            if h.report:  # retired, crashed or stopped: its counts stay in the sums (counters never go back)
                 self.retired_reports.append(h.report)
             if not self.running and self.workers.get(h.index) is h:
                 self._start_failed(h)
@@ -594,7 +594,8 @@ class Supervisor(Generations):
         return self.vrrp.status() if self.vrrp is not None else []
 
     def status(self) -> dict[str, Any]:
-        reports = [h.report for h in self.workers.values() if h.report] + self._retired_reports()
+        live = [h.report for h in self.workers.values() if h.report and not h.channel_closed]
+        reports = live + self._retired_reports()
         agg = aggregate(reports)
         health = self.health.statistics()
         # Before the first worker report, list the configured servers with no traffic yet.
@@ -649,7 +650,8 @@ class Supervisor(Generations):
             **agg,
             **accel_aggregate(reports),  # "caches", "compression" (pyvs/accel)
             **tls_aggregate(reports, self.cfg.listeners),  # "tls" with TLS listeners (pyvs/tls/stats.py)
-            **dns_aggregate(reports, [h.report for h in self.workers.values() if h.report],
+            **dns_aggregate(reports, live or [h.report for h in [*self.reload_old, *self.retiring]
+                                              if h.report and not h.channel_closed],
                             self.cfg.listeners),  # "dns" with dns listeners (pyvs/dns/stats.py)
             "vrrp": self.vrrp_status(),
             "kernel": self.kernel.statistics() if self.kernel is not None else [],

@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
+import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import h2.config
@@ -36,11 +38,13 @@ class H2cOrigin:
 
     def __init__(self, lt: LoopThread, max_streams: int | None = None) -> None:
         self.requests = 0
+        self.open = 0  # connections open now
         self.max_streams = max_streams
         self.server = lt.run(asyncio.start_server(self.serve, "127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
 
     async def serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.open += 1
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
         conn.initiate_connection()
         if self.max_streams is not None:
@@ -92,6 +96,7 @@ class H2cOrigin:
                 w.write(conn.data_to_send())
                 await w.drain()
         finally:
+            self.open -= 1
             w.close()
 
     def close(self) -> None:
@@ -198,6 +203,26 @@ def _one(loop_thread: LoopThread, tmp_path: Any, max_streams: int) -> Iterator[t
 @pytest.fixture()
 def one(loop_thread: LoopThread, tmp_path: Any) -> Iterator[tuple[int, H2cOrigin]]:
     yield from _one(loop_thread, tmp_path, 10)
+
+
+@pytest.fixture()
+def narrow(loop_thread: LoopThread, tmp_path: Any) -> Iterator[tuple[int, H2cOrigin]]:
+    yield from _one(loop_thread, tmp_path, 1)
+
+
+def test_a_connection_replaced_at_its_stream_limit_is_closed(narrow: tuple[int, H2cOrigin]) -> None:
+    """The server takes one stream per connection: concurrent requests make pyvs open
+    more. Each replaced connection must close once its stream is done; they used to
+    stay open, unused, for the life of the worker."""
+    port, origin = narrow
+    for _ in range(4):
+        with ThreadPoolExecutor(3) as pool:
+            bodies = list(pool.map(lambda _: raw11(port, "/img", "identity")[1], range(3)))
+        assert bodies == [BODY] * 3
+    deadline = time.monotonic() + 10
+    while origin.open > 1:  # (polled: the origin's count is the only witness)
+        assert time.monotonic() < deadline, f"{origin.open} server connections still open"
+        time.sleep(0.05)
 
 
 def test_uploads_answered_early_do_not_pin_the_servers_streams(one: tuple[int, H2cOrigin]) -> None:

@@ -137,3 +137,39 @@ def test_an_old_worker_that_dies_during_a_failed_reload_is_restarted(tmp_path: P
     finally:
         p.stop()
         backend.close()
+
+
+def test_counters_survive_a_worker_crash(tmp_path: Path, loop_thread: LoopThread) -> None:
+    """A worker killed and restarted: its counts stay in the sums (they used to vanish
+    with it, which Prometheus reads as a counter reset)."""
+    async def origin(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        async for _ in heads(r):
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await w.drain()
+
+    backend = RawBackend(loop_thread, origin)
+    port = free_port()
+    cfg: dict[str, Any] = {
+        "listeners": [{"name": "web", "bind": [f"127.0.0.1:{port}"], "backend": "be"}],
+        "backends": [{"name": "be", "servers": [{"name": "s1", "address": backend.address}]}],
+    }
+    p = Pyvs(cfg, tmp_path, workers=1)
+    try:
+        for _ in range(10):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            c.request("GET", "/")
+            assert c.getresponse().read() == b"ok"
+            c.close()
+        st = p.wait_status(lambda s: s["totals"]["requests"] == 10)
+        [dead] = [w["pid"] for w in st["workers"]]
+        os.kill(dead, signal.SIGKILL)
+        st = p.wait_status(lambda s: all(w["pid"] not in (0, dead) and w["ready"] for w in s["workers"]), timeout=20)
+        assert st["totals"]["requests"] == 10
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", "/")
+        assert c.getresponse().read() == b"ok"
+        c.close()
+        assert p.wait_status(lambda s: s["totals"]["requests"] == 11)["totals"]["requests"] == 11
+    finally:
+        p.stop()
+        backend.close()

@@ -83,7 +83,8 @@ class Reply:
 
             reason = REASONS.get(self.status, b"")
             head = b"HTTP/1.1 %d %s\r\n" % (self.status, reason) + self.fields
-            head += b"Content-Length: %d\r\n" % len(self.body)
+            if self.status >= 200 and self.status not in (204, 304):  # (RFC 9110 8.6: none on these)
+                head += b"Content-Length: %d\r\n" % len(self.body)
             if close:
                 head += b"Connection: close\r\n"
             data = head + b"\r\n" + (b"" if head_request else self.body)

@@ -12,6 +12,7 @@ from pyvs.h2.upstream import CANCEL, H2UpstreamStream
 class Conn:
     def __init__(self) -> None:
         self.streams: dict[int, Any] = {}
+        self.pending: set[Any] = set()
         self.calls: list[tuple[Any, ...]] = []
         self.goaway = False
         self.closed = False
