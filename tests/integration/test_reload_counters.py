@@ -24,6 +24,27 @@ from typing import Any
 from tests.integration.harness import LoopThread, Pyvs, RawBackend, free_port, heads
 
 
+async def _ok(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async for _ in heads(r):
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await w.drain()
+
+
+def _config(port: int, backend: RawBackend, **global_: Any) -> dict[str, Any]:
+    return {
+        "global": global_,
+        "listeners": [{"name": "web", "bind": [f"127.0.0.1:{port}"], "backend": "be"}],
+        "backends": [{"name": "be", "servers": [{"name": "s1", "address": backend.address}]}],
+    }
+
+
+def _get(port: int, path: str = "/", timeout: float = 10) -> None:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c.request("GET", path)
+    assert c.getresponse().read() == b"ok"
+    c.close()
+
+
 def test_counters_hold_while_the_old_generation_drains(tmp_path: Path, loop_thread: LoopThread) -> None:
     release = asyncio.Event()  # set on the test's loop: the slow response may end
     slow_arrived = threading.Event()
@@ -38,19 +59,11 @@ def test_counters_hold_while_the_old_generation_drains(tmp_path: Path, loop_thre
 
     backend = RawBackend(loop_thread, origin)
     port = free_port()
-    cfg: dict[str, Any] = {
-        "global": {"grace": "30s"},
-        "listeners": [{"name": "web", "bind": [f"127.0.0.1:{port}"], "backend": "be"}],
-        "backends": [{"name": "be", "servers": [{"name": "s1", "address": backend.address}]}],
-    }
-    p = Pyvs(cfg, tmp_path, workers=1)
+    p = Pyvs(_config(port, backend, grace="30s"), tmp_path, workers=1)
     slow_status: list[int] = []
     try:
         for _ in range(10):
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            c.request("GET", "/fast")
-            assert c.getresponse().read() == b"ok"
-            c.close()
+            _get(port, "/fast")
         p.wait_status(lambda s: s["totals"]["requests"] == 10)
 
         def slow() -> None:
@@ -101,18 +114,9 @@ def test_an_old_worker_that_dies_during_a_failed_reload_is_restarted(tmp_path: P
     """Worker 0 of the running generation crashes while a reload runs, and the reload then
     fails (a new worker dies before it is ready): the old generation is back in charge and
     must restart its worker 0, which it used to leave dead (/status: pid 0, one process)."""
-    async def origin(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        async for _ in heads(r):
-            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            await w.drain()
-
-    backend = RawBackend(loop_thread, origin)
+    backend = RawBackend(loop_thread, _ok)
     port = free_port()
-    cfg: dict[str, Any] = {
-        "global": {"grace": "5s"},
-        "listeners": [{"name": "web", "bind": [f"127.0.0.1:{port}"], "backend": "be"}],
-        "backends": [{"name": "be", "servers": [{"name": "s1", "address": backend.address}]}],
-    }
+    cfg = _config(port, backend, grace="5s")
     p = Pyvs(cfg, tmp_path, workers=2)
     try:
         st = p.wait_status(lambda s: all(w["ready"] for w in s["workers"]))
@@ -130,10 +134,7 @@ def test_an_old_worker_that_dies_during_a_failed_reload_is_restarted(tmp_path: P
         assert st["generation"] == 0 and len(st["workers"]) == 2
         assert old[0] not in {w["pid"] for w in st["workers"]}  # restarted, not the dead one
         for _ in range(4):  # and serving
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            c.request("GET", "/")
-            assert c.getresponse().read() == b"ok"
-            c.close()
+            _get(port)
     finally:
         p.stop()
         backend.close()
@@ -142,33 +143,19 @@ def test_an_old_worker_that_dies_during_a_failed_reload_is_restarted(tmp_path: P
 def test_counters_survive_a_worker_crash(tmp_path: Path, loop_thread: LoopThread) -> None:
     """A worker killed and restarted: its counts stay in the sums (they used to vanish
     with it, which Prometheus reads as a counter reset)."""
-    async def origin(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        async for _ in heads(r):
-            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            await w.drain()
-
-    backend = RawBackend(loop_thread, origin)
+    backend = RawBackend(loop_thread, _ok)
     port = free_port()
-    cfg: dict[str, Any] = {
-        "listeners": [{"name": "web", "bind": [f"127.0.0.1:{port}"], "backend": "be"}],
-        "backends": [{"name": "be", "servers": [{"name": "s1", "address": backend.address}]}],
-    }
+    cfg = _config(port, backend)
     p = Pyvs(cfg, tmp_path, workers=1)
     try:
         for _ in range(10):
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            c.request("GET", "/")
-            assert c.getresponse().read() == b"ok"
-            c.close()
+            _get(port)
         st = p.wait_status(lambda s: s["totals"]["requests"] == 10)
         [dead] = [w["pid"] for w in st["workers"]]
         os.kill(dead, signal.SIGKILL)
         st = p.wait_status(lambda s: all(w["pid"] not in (0, dead) and w["ready"] for w in s["workers"]), timeout=20)
         assert st["totals"]["requests"] == 10
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        c.request("GET", "/")
-        assert c.getresponse().read() == b"ok"
-        c.close()
+        _get(port)
         assert p.wait_status(lambda s: s["totals"]["requests"] == 11)["totals"]["requests"] == 11
     finally:
         p.stop()

@@ -51,8 +51,12 @@ def l4_config(mode: str = "tcp", balance: str = "roundrobin", weights: tuple[int
 
 def run_pyvs(lab: L4Lab, cfg: dict[str, Any], tmp: Path, table: str = "ip pyvs_web") -> subprocess.Popen[bytes]:
     proc = lab.pyvs(cfg, tmp)
-    wait_for(lambda: table in lab.tables() or proc.poll() is not None, 20, f"table {table}")
-    assert proc.poll() is None, (tmp / "pyvs-l4-netns.log").read_text()
+    log = tmp / "pyvs-l4-netns.log"
+    # The table, and the end of the start: the table is in before the workers are ready,
+    # and a SIGHUP before that is ignored ("ignored while pyvs is starting").
+    wait_for(lambda: (table in lab.tables() and " running from " in log.read_text()) or proc.poll() is not None,
+             20, f"table {table} and the start")
+    assert proc.poll() is None, log.read_text()
     return proc
 
 
