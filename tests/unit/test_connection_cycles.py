@@ -1,9 +1,9 @@
 """A closed client connection is freed by reference counting, not by the cycle collector.
 
 A connection and its exchange point at each other; left as a cycle, every short
-connection waits for the collector, which cost 15-20 % of the CPU of a listener of
+connection waits for the collector, which took ~15 % of a worker's user CPU under
 ``Connection: close`` clients (``Exchange.detach``). Each test runs with the collector
-off and checks, through weak references, that the pair is gone as soon as the last
+off and checks, by counting live objects, that the pair is gone as soon as the last
 outside reference is dropped: on each way a connection can end.
 """
 
