@@ -258,9 +258,6 @@ class Answers:
             sections.append(([rrset], []))
         return Partial(dns.rcode.NOERROR, True, sections, choice.mode, choice.weights, regional)
 
-    def statistics(self) -> dict[str, int]:
-        return {"precomputed": len(self.table), "cached": len(self.cache), "rebuilds": self.rebuilds}
-
 
 def _owned(rrset: dns.rrset.RRset, qname: dns.name.Name) -> dns.rrset.RRset:
     """``rrset`` with the question's name as owner (wildcard synthesis; case of the question)."""

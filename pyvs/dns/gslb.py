@@ -128,7 +128,3 @@ class RemoteSites:
                             st.last_error or f"{st.last_up_count} server(s) up")
                 self.changed()
             await asyncio.sleep(site.interval * (1 + self.rng.uniform(-0.1, 0.1)))
-
-    def statistics(self) -> dict[str, dict[str, Any]]:
-        return {n: {"up": st.up, "polls": st.polls, "servers_up": st.last_up_count, "error": st.last_error}
-                for n, st in self.states.items()}

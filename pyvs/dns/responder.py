@@ -32,7 +32,7 @@ import asyncio
 import logging
 import random
 import socket
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import dns.edns
 import dns.exception
@@ -221,10 +221,6 @@ class DnsService:
         self.answered[answer_slot(resp.rcode(), q[0].rdtype if len(q) == 1 else None)] += 1
         return wire
 
-    def statistics(self) -> dict[str, Any]:
-        return {"name": self.cfg.name, "queries": self.queries, "slow": self.slow, "truncated": self.truncated,
-                "malformed": self.malformed, **self.answers.statistics(), "sites": self.remote.statistics()}
-
 
 def _formerr(data: bytes) -> bytes | None:
     """FORMERR with the query's id for a query too broken to parse; nothing for a response
@@ -371,6 +367,3 @@ class DnsRuntime:
             c.close()
         for svc in self.services:
             self.loop.create_task(svc.remote.stop())
-
-    def statistics(self) -> list[dict[str, Any]]:
-        return [svc.statistics() for svc in self.services]
