@@ -61,12 +61,10 @@ async def origin(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await w.drain()
 
 
-@pytest.fixture(scope="module")
-def port(loop_thread: LoopThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    backend = RawBackend(loop_thread, origin)
-    port = free_port()
+def compressing(port: int, server: dict[str, Any]) -> dict[str, Any]:
+    """A listener (HTTP/1.1 and h2c) that compresses text, caching under /cached, in front of ``server``."""
     compress = {"algorithms": ["gzip", "br", "zstd"], "types": ["text/*"]}
-    cfg: dict[str, Any] = {
+    return {
         "listeners": [{
             "name": "web", "bind": [f"127.0.0.1:{port}"], "http2": True,
             "routes": [
@@ -75,8 +73,15 @@ def port(loop_thread: LoopThread, tmp_path_factory: pytest.TempPathFactory) -> I
                 {"backend": "be", "compress": compress},
             ],
         }],
-        "backends": [{"name": "be", "servers": [{"name": "s1", "address": backend.address}]}],
+        "backends": [{"name": "be", "servers": [{"name": "s1", **server}]}],
     }
+
+
+@pytest.fixture(scope="module")
+def port(loop_thread: LoopThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    backend = RawBackend(loop_thread, origin)
+    port = free_port()
+    cfg = compressing(port, {"address": backend.address})
     p = Pyvs(cfg, tmp_path_factory.mktemp("compress-trailers"), workers=2)
     yield port
     p.stop()

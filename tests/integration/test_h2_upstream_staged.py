@@ -27,7 +27,17 @@ import h2.settings
 import pytest
 
 from tests.integration.harness import LoopThread, Pyvs, free_port
-from tests.integration.test_compress_trailers import BODY, DROPPED, KEPT, decode, fields, h2_get, raw11, read_all
+from tests.integration.test_compress_trailers import (
+    BODY,
+    DROPPED,
+    KEPT,
+    compressing,
+    decode,
+    fields,
+    h2_get,
+    raw11,
+    read_all,
+)
 
 H2_TRAILERS = [("server-timing", "db;dur=53"), ("content-digest", "sha-256=:x:"), ("x-checksum", "abc123")]
 
@@ -107,18 +117,7 @@ class H2cOrigin:
 def port(loop_thread: LoopThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     origin = H2cOrigin(loop_thread)
     port = free_port()
-    compress = {"algorithms": ["gzip", "br", "zstd"], "types": ["text/*"]}
-    cfg: dict[str, Any] = {
-        "listeners": [{
-            "name": "web", "bind": [f"127.0.0.1:{port}"], "http2": True,
-            "routes": [
-                {"match": {"path_prefix": "/cached"}, "backend": "be", "compress": compress,
-                 "cache": {"size": "8m", "max_object": "1m"}},
-                {"backend": "be", "compress": compress},
-            ],
-        }],
-        "backends": [{"name": "be", "servers": [{"name": "s1", "address": origin.address, "proto": "h2c"}]}],
-    }
+    cfg = compressing(port, {"address": origin.address, "proto": "h2c"})
     p = Pyvs(cfg, tmp_path_factory.mktemp("h2-upstream-staged"), workers=2)
     yield port
     p.stop()
